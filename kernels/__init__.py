@@ -1,0 +1,23 @@
+"""Numba kernels of xent, installed as ``xent.kernels``.
+
+A kernel sees only validated, correctly typed 2-D arrays (rows x classes, any strides)
+and writes one value per row; all policy (dtypes, shapes, label ranges, reductions)
+lives in the ``xent`` wrappers.  Labels are int64 with ``IGNORED`` (-1) marking rows that
+do not count.  The kernels never read outside their arrays, even if handed a label out of
+range (that row gets NaN), but the wrappers validate before calling them.
+"""
+
+from .logits import BLOCK, IGNORED, dense_logits, row_max, row_sum, row_sum_exp, sparse_logits
+from .probs import dense_probs, sparse_probs
+
+__all__ = [
+    "BLOCK",
+    "IGNORED",
+    "dense_logits",
+    "dense_probs",
+    "row_max",
+    "row_sum",
+    "row_sum_exp",
+    "sparse_logits",
+    "sparse_probs",
+]

@@ -1,0 +1,294 @@
+"""Vectorisable ``exp`` and ``log`` for float32 and float64.
+
+Numba calls libm for ``np.exp``/``np.log``; those are scalar calls that LLVM cannot
+vectorise here (pip's llvmlite ships no SVML), which caps a loss kernel at a few GB/s.
+The functions below use only arithmetic, ``floor``, integer shifts and bit casts, all of
+which LLVM turns into SIMD instructions once they are inlined into a loop.
+
+Method (both widths):
+
+* ``exp(x) = 2**k * exp(r)`` with ``k = round(x / ln 2)``, ``r = x - k ln 2`` (Cody-Waite
+  split of ``ln 2``), ``|r| <= ln(2)/2``; ``exp(r)`` by its Taylor polynomial (degree 7
+  in float32, 13 in float64: truncation error below 1e-8 / 1e-17 relative).  ``2**k`` is
+  added to the exponent bits of the polynomial's value.  Results below the smallest
+  normal number are flushed to 0 (as FTZ hardware does): a loss never needs them.
+* ``log(x) = e ln 2 + log(1 + f)`` with ``x = 2**e (1 + f)``, ``1 + f`` in
+  ``[sqrt(1/2), sqrt(2))`` read from the bits; ``log(1 + f) = 2 atanh(s)``,
+  ``s = f / (2 + f)``, arranged as ``f - (f**2/2 - s (f**2/2 + R(s**2)))`` so that the
+  exact ``f`` carries the leading bits (``|s| <= 0.1716``; ``R`` has 6 terms in float32,
+  12 in float64).  Subnormal inputs are scaled up first.
+
+Special values are handled with selects, not branches, so they stay vectorisable:
+``exp(-inf) = 0``, ``exp(+inf) = inf``, ``exp(nan) = nan``; ``log(0) = -inf``,
+``log(x<0) = nan``, ``log(inf) = inf``, ``log(nan) = nan``; subnormals are exact enough.
+Measured accuracy (``tests/test_math.py``): within 2 ulp of libm over the ranges the
+kernels use.
+"""
+
+import numpy as np
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+from ._config import SCALAR as _OPTS
+
+_OVERLOAD_OPTS = {k: v for k, v in _OPTS.items() if k != "cache"}
+
+
+def _bitcast_intrinsic(src, dst):
+    """Build an intrinsic reinterpreting the bits of ``src`` as ``dst`` (same width)."""
+
+    @intrinsic
+    def bitcast(typingctx, x):
+        if not isinstance(x, (types.Integer, types.Float)):
+            return None
+        sig = dst(x)
+
+        def codegen(context, builder, signature, args):
+            (val,) = args
+            src_ty = context.get_value_type(src)
+            if isinstance(x, types.Integer):
+                # Bring any integer to the width of ``src`` first (trunc / sign-extend).
+                if x.bitwidth > src.bitwidth:
+                    val = builder.trunc(val, src_ty)
+                elif x.bitwidth < src.bitwidth:
+                    val = builder.sext(val, src_ty)
+            return builder.bitcast(val, context.get_value_type(dst))
+
+        return sig, codegen
+
+    return bitcast
+
+
+#: Reinterpret integer bits as a float of the same width (any integer is truncated to 32/64).
+f32_from_bits = _bitcast_intrinsic(types.int32, types.float32)
+f64_from_bits = _bitcast_intrinsic(types.int64, types.float64)
+#: Reinterpret a float's bits as a signed integer of the same width.
+bits_from_f32 = _bitcast_intrinsic(types.float32, types.int32)
+bits_from_f64 = _bitcast_intrinsic(types.float64, types.int64)
+
+# ---------------------------------------------------------------- float32 constants
+_F32 = np.float32
+_LOG2E_32 = _F32(1.44269504088896341)
+_LN2HI_32 = _F32(0.693359375)  # few mantissa bits: k * hi is exact
+_LN2LO_32 = _F32(-2.12194440e-4)
+_EXP_LO_32 = _F32(-88.0)  # clamp so that k stays a small integer; out-of-range x are
+_EXP_HI_32 = _F32(88.8)  # replaced by 0 / inf below
+_EXP_ZERO_32 = _F32(-87.33654)  # ln(FLT_MIN): below, the result is flushed to 0
+_EXP_INF_32 = _F32(88.72283)  # ln(FLT_MAX): above, the result is inf
+_SQRT2_32 = _F32(1.41421356)
+_LN2HI_32L = _F32(0.693145751953125)  # ln 2 split for log's e*ln2
+_LN2LO_32L = _F32(1.428606765330187e-06)
+_TWO23 = _F32(8388608.0)
+_FLT_MIN = _F32(1.17549435e-38)
+
+# ---------------------------------------------------------------- float64 constants
+_LOG2E_64 = 1.4426950408889634
+_LN2HI_64 = 6.93145751953125e-1
+_LN2LO_64 = 1.42860682030941723212e-6
+_EXP_LO_64 = -709.0
+_EXP_HI_64 = 709.9
+_EXP_ZERO_64 = -708.3964185322641  # ln(DBL_MIN)
+_EXP_INF_64 = 709.782712893384  # ln(DBL_MAX)
+_LN2HI_LOG_64 = 6.93147180369123816490e-01  # ln 2 split for log's e*ln2
+_LN2LO_LOG_64 = 1.90821492927058770002e-10
+_SQRT2_64 = 1.4142135623730951
+_TWO54 = 18014398509481984.0
+_DBL_MIN = 2.2250738585072014e-308
+
+
+@njit(types.float32(types.float32), **_OPTS)
+def exp_f32(x):
+    """``exp`` of a float32, vectorisable (see module docstring)."""
+    xc = x if x > _EXP_LO_32 else _EXP_LO_32  # NaN takes the clamp; restored below
+    xc = xc if xc < _EXP_HI_32 else _EXP_HI_32
+    kf = np.floor(xc * _LOG2E_32 + _F32(0.5))
+    r = xc - kf * _LN2HI_32 - kf * _LN2LO_32
+    p = _F32(1.0 / 5040.0)
+    p = p * r + _F32(1.0 / 720.0)
+    p = p * r + _F32(1.0 / 120.0)
+    p = p * r + _F32(1.0 / 24.0)
+    p = p * r + _F32(1.0 / 6.0)
+    p = p * r + _F32(0.5)
+    p = p * r + _F32(1.0)
+    p = p * r + _F32(1.0)
+    # 2**k * p by adding k to p's exponent field: no 2**k value that could overflow
+    y = f32_from_bits(bits_from_f32(p) + (np.int32(kf) << 23))
+    y = _F32(0.0) if x < _EXP_ZERO_32 else y
+    y = _F32(np.inf) if x > _EXP_INF_32 else y
+    return x if x != x else y
+
+
+@njit(types.float64(types.float64), **_OPTS)
+def exp_f64(x):
+    """``exp`` of a float64, vectorisable (see module docstring)."""
+    xc = x if x > _EXP_LO_64 else _EXP_LO_64
+    xc = xc if xc < _EXP_HI_64 else _EXP_HI_64
+    kf = np.floor(xc * _LOG2E_64 + 0.5)
+    r = xc - kf * _LN2HI_64 - kf * _LN2LO_64
+    p = 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    y = f64_from_bits(bits_from_f64(p) + (np.int64(kf) << 52))
+    y = 0.0 if x < _EXP_ZERO_64 else y
+    y = np.inf if x > _EXP_INF_64 else y
+    return x if x != x else y
+
+
+@njit(types.float32(types.float32), **_OPTS)
+def log_f32(x):
+    """Natural ``log`` of a float32, vectorisable (see module docstring)."""
+    sub = x < _FLT_MIN
+    xs = x * _TWO23 if sub else x  # lift subnormals into the normal range
+    bits = bits_from_f32(xs)
+    e = ((bits >> 23) & 0xFF) - 127 - (23 if sub else 0)
+    m = f32_from_bits((bits & 0x007FFFFF) | 0x3F800000)  # mantissa in [1, 2)
+    big = m > _SQRT2_32
+    m = m * _F32(0.5) if big else m
+    ef = _F32(e + (1 if big else 0))
+    f = m - _F32(1.0)  # exact
+    s = f / (f + _F32(2.0))
+    z = s * s
+    # R = 2 z/3 + 2 z^2/5 + ...: log(1+f) = f - (hf2 - s (hf2 + R)), f carried exactly
+    r = _F32(2.0 / 13.0)
+    r = r * z + _F32(2.0 / 11.0)
+    r = r * z + _F32(2.0 / 9.0)
+    r = r * z + _F32(2.0 / 7.0)
+    r = r * z + _F32(2.0 / 5.0)
+    r = r * z + _F32(2.0 / 3.0)
+    r = r * z
+    hf2 = _F32(0.5) * f * f
+    y = ef * _LN2HI_32L - ((hf2 - (s * (hf2 + r) + ef * _LN2LO_32L)) - f)
+    y = _F32(-np.inf) if x == _F32(0.0) else y
+    y = _F32(np.nan) if x < _F32(0.0) else y
+    y = x if x == _F32(np.inf) else y
+    return x if x != x else y
+
+
+@njit(types.float64(types.float64), **_OPTS)
+def log_f64(x):
+    """Natural ``log`` of a float64, vectorisable (see module docstring)."""
+    sub = x < _DBL_MIN
+    xs = x * _TWO54 if sub else x
+    bits = bits_from_f64(xs)
+    e = ((bits >> 52) & 0x7FF) - 1023 - (54 if sub else 0)
+    m = f64_from_bits((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)
+    big = m > _SQRT2_64
+    m = m * 0.5 if big else m
+    ef = np.float64(e + (1 if big else 0))
+    f = m - 1.0
+    s = f / (f + 2.0)
+    z = s * s
+    r = 2.0 / 25.0
+    r = r * z + 2.0 / 23.0
+    r = r * z + 2.0 / 21.0
+    r = r * z + 2.0 / 19.0
+    r = r * z + 2.0 / 17.0
+    r = r * z + 2.0 / 15.0
+    r = r * z + 2.0 / 13.0
+    r = r * z + 2.0 / 11.0
+    r = r * z + 2.0 / 9.0
+    r = r * z + 2.0 / 7.0
+    r = r * z + 2.0 / 5.0
+    r = r * z + 2.0 / 3.0
+    r = r * z
+    hf2 = 0.5 * f * f
+    y = ef * _LN2HI_LOG_64 - ((hf2 - (s * (hf2 + r) + ef * _LN2LO_LOG_64)) - f)
+    y = -np.inf if x == 0.0 else y
+    y = np.nan if x < 0.0 else y
+    y = x if x == np.inf else y
+    return x if x != x else y
+
+
+# ------------------------------------------------------------ dtype-generic front doors
+def fast_exp(x):  # pragma: no cover - replaced by the overload inside jitted code
+    """``exp`` for float32 or float64 inside jitted code (dispatch at compile time)."""
+    return np.exp(x)
+
+
+def fast_log(x):  # pragma: no cover - replaced by the overload inside jitted code
+    """``log`` for float32 or float64 inside jitted code (dispatch at compile time)."""
+    return np.log(x)
+
+
+def as_type_of(value, like):  # pragma: no cover - replaced by the overload
+    """``value`` converted to the float type of ``like`` (keeps float32 loops float32)."""
+    return type(like)(value)
+
+
+@overload(fast_exp, jit_options=_OVERLOAD_OPTS)
+def _fast_exp_impl(x):
+    if x == types.float32:
+        return lambda x: exp_f32(x)
+    if x == types.float64:
+        return lambda x: exp_f64(x)
+    return None
+
+
+@overload(fast_log, jit_options=_OVERLOAD_OPTS)
+def _fast_log_impl(x):
+    if x == types.float32:
+        return lambda x: log_f32(x)
+    if x == types.float64:
+        return lambda x: log_f64(x)
+    return None
+
+
+@overload(as_type_of, jit_options=_OVERLOAD_OPTS)
+def _as_type_of_impl(value, like):
+    if like == types.float32:
+        return lambda value, like: np.float32(value)
+    if like == types.float64:
+        return lambda value, like: np.float64(value)
+    return None
+
+
+@njit(**_OPTS)
+def _ordered_bits_f32(x):
+    """Signed integer whose order is the order of the float32 values (for max scans)."""
+    b = bits_from_f32(x)
+    return b ^ ((b >> 31) & 0x7FFFFFFF)
+
+
+@njit(**_OPTS)
+def _ordered_bits_f64(x):
+    b = bits_from_f64(x)
+    return b ^ ((b >> 63) & 0x7FFFFFFFFFFFFFFF)
+
+
+def ordered_bits(x):  # pragma: no cover - replaced by the overload
+    """Integer key with the float order of ``x``; +NaN sorts above +inf."""
+    raise NotImplementedError
+
+
+def from_ordered_bits(k, like):  # pragma: no cover - replaced by the overload
+    """Inverse of :func:`ordered_bits`, giving the float type of ``like``."""
+    raise NotImplementedError
+
+
+@overload(ordered_bits, jit_options=_OVERLOAD_OPTS)
+def _ordered_bits_impl(x):
+    if x == types.float32:
+        return lambda x: _ordered_bits_f32(x)
+    if x == types.float64:
+        return lambda x: _ordered_bits_f64(x)
+    return None
+
+
+@overload(from_ordered_bits, jit_options=_OVERLOAD_OPTS)
+def _from_ordered_bits_impl(k, like):
+    if like == types.float32:
+        return lambda k, like: f32_from_bits(_ordered_bits_f32(f32_from_bits(k)))
+    if like == types.float64:
+        return lambda k, like: f64_from_bits(_ordered_bits_f64(f64_from_bits(k)))
+    return None

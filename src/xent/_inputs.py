@@ -1,0 +1,218 @@
+"""Input policy shared by every front end: dtypes, class axis, shapes, label validation.
+
+Everything a kernel must be able to trust is established here: predictions are float32 or
+float64 in native byte order, viewed as 2-D ``(rows, C)`` without copying when the layout
+allows; labels are int64 in ``[0, C)`` or ``IGNORED``; targets have the predictions' shape.
+Inputs are never written to.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from xent.kernels import IGNORED
+
+_FLOAT_OK = (np.float32, np.float64)
+
+
+def _describe(arr: np.ndarray) -> str:
+    return f"dtype {arr.dtype}"
+
+
+def _native(arr: np.ndarray) -> np.ndarray:
+    """The array in native byte order (Numba cannot read byte-swapped data)."""
+    if not arr.dtype.isnative:
+        return arr.astype(arr.dtype.newbyteorder("="))
+    return arr
+
+
+def as_array(x, name: str) -> np.ndarray:
+    """``np.asarray`` with an error that names the argument."""
+    try:
+        return np.asarray(x)
+    except Exception as exc:  # ragged lists and the like
+        raise ValueError(f"{name} could not be converted to an array: {exc}") from exc
+
+
+def as_predictions(y_pred, name: str = "y_pred") -> np.ndarray:
+    """Float predictions (logits or probabilities) as float32 or float64.
+
+    float16 (and bfloat-like narrow floats NumPy knows) are computed in float32; integer,
+    bool, complex and object arrays are a ``TypeError``.
+    """
+    arr = as_array(y_pred, name)
+    kind = arr.dtype.kind
+    if kind != "f":
+        raise TypeError(
+            f"{name} must hold floating-point scores (float16, float32 or float64), "
+            f"got {_describe(arr)}"
+        )
+    arr = _native(arr)
+    if arr.dtype.type in _FLOAT_OK:
+        return arr
+    if arr.dtype.itemsize < 4:
+        return arr.astype(np.float32)
+    raise TypeError(f"{name} must be float16, float32 or float64, got {_describe(arr)}")
+
+
+def normalize_axis(axis, ndim: int, name: str = "y_pred") -> int:
+    """``axis`` as a non-negative index into an array of ``ndim`` dimensions."""
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"axis must be an integer, got {axis!r}")
+    if ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension (the class axis), got a scalar")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis={axis} is out of range for {name} with {ndim} dimension(s)")
+    return int(axis) % ndim
+
+
+def to_rows(arr: np.ndarray, axis: int, name: str = "y_pred") -> tuple[np.ndarray, tuple]:
+    """``(rows, batch_shape)``: the class axis moved last and the rest flattened.
+
+    ``rows`` is a view whenever NumPy can express it as one (any strides; the kernels
+    accept them), otherwise a copy.  ``batch_shape`` is the input shape without the class
+    axis, in order.
+    """
+    n_classes = arr.shape[axis]
+    if n_classes == 0:
+        raise ValueError(f"the class axis of {name} (axis={axis}) has size 0; shape {arr.shape}")
+    moved = np.moveaxis(arr, axis, -1)
+    return moved.reshape(-1, n_classes), moved.shape[:-1]
+
+
+def check_fraction(value, name: str, *, upper_open: bool = False) -> float:
+    """A real number in ``[0, 1]`` (``[0, 1)`` with ``upper_open``) as float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    v = float(value)
+    ok = 0.0 <= v < 1.0 if upper_open else 0.0 <= v <= 1.0
+    if not ok:
+        interval = "[0, 1)" if upper_open else "[0, 1]"
+        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+    return v
+
+
+def check_epsilon(epsilon) -> float:
+    """Clipping epsilon: a real number in ``[0, 0.5)``."""
+    if isinstance(epsilon, (bool, np.bool_)) or not isinstance(epsilon, numbers.Real):
+        raise TypeError(f"epsilon must be a real number, got {epsilon!r}")
+    e = float(epsilon)
+    if not 0.0 <= e < 0.5:
+        raise ValueError(f"epsilon must be in [0, 0.5), got {epsilon!r}")
+    return e
+
+
+def check_ignore_class(ignore_class):
+    """``None`` or an integer label value."""
+    if ignore_class is None:
+        return None
+    if isinstance(ignore_class, (bool, np.bool_)) or not isinstance(ignore_class, numbers.Integral):
+        raise TypeError(f"ignore_class must be None or an integer, got {ignore_class!r}")
+    return int(ignore_class)
+
+
+def _position(flat_index: int, shape: tuple) -> str:
+    if len(shape) <= 1:
+        return f"index {flat_index}"
+    return f"index {tuple(int(i) for i in np.unravel_index(flat_index, shape))}"
+
+
+def as_labels(
+    y_true,
+    batch_shape: tuple,
+    n_classes: int,
+    *,
+    axis: int,
+    ignore_class=None,
+    name: str = "y_true",
+    pred_name: str = "y_pred",
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validated integer labels as a flat int64 array, ignored entries set to ``IGNORED``.
+
+    Returns ``(labels, valid)`` where ``valid`` is a boolean array of ``batch_shape``
+    (``None`` when ``ignore_class`` is None).  Accepts any integer dtype and floats that hold
+    whole numbers (never cast to a float type); a trailing size-1 axis is squeezed as Keras
+    does.  Raises ``TypeError`` for bool/complex/object/string labels and ``ValueError``
+    naming the first offending value and its position for NaN, non-integral or
+    out-of-range labels.
+    """
+    y = as_array(y_true, name)
+    kind = y.dtype.kind
+    if kind not in "iuf":
+        raise TypeError(
+            f"{name} must hold integer class labels (any integer dtype, or floats holding "
+            f"whole numbers), got {_describe(y)}"
+        )
+    y = _native(y)
+    batch_shape = tuple(batch_shape)
+    if y.shape != batch_shape:
+        if y.ndim == len(batch_shape) + 1 and y.shape[-1] == 1 and y.shape[:-1] == batch_shape:
+            y = y[..., 0]
+        else:
+            raise ValueError(
+                f"{name} has shape {y.shape} but {pred_name} with the class axis (axis={axis}) "
+                f"removed has shape {batch_shape}; sparse labels need that shape "
+                f"(or a trailing axis of size 1)"
+            )
+    flat = y.reshape(-1)
+    ignore_class = check_ignore_class(ignore_class)
+    ignored = None if ignore_class is None else flat == ignore_class
+
+    def fail(bad: np.ndarray, why: str):
+        k = int(np.argmax(bad))
+        raise ValueError(
+            f"{name} has {why} {flat[k].item()!r} at {_position(k, y.shape)}; labels must be "
+            f"integers in [0, {n_classes}) (the size of {pred_name}'s class axis, axis={axis})"
+            + ("" if ignore_class is None else f" or ignore_class={ignore_class}")
+        )
+
+    if flat.size:
+        if kind == "f":
+            bad = ~np.isfinite(flat) if ignored is None else ~np.isfinite(flat) & ~ignored
+            if bad.any():
+                fail(bad, "the non-finite label")
+            bad = flat != np.floor(flat)
+            if ignored is not None:
+                bad &= ~ignored
+            if bad.any():
+                fail(bad, "the non-integral label")
+        # Range check: a cheap min/max first, the mask only when something is wrong.
+        check = flat if ignored is None else flat[~ignored]
+        if check.size and (check.min() < 0 or check.max() >= n_classes):
+            bad = (flat < 0) | (flat >= n_classes)
+            if ignored is not None:
+                bad &= ~ignored
+            fail(bad, "the out-of-range label")
+    if ignored is None:
+        labels = flat.astype(np.int64, copy=flat.dtype != np.int64)
+    else:
+        labels = np.where(ignored, IGNORED, flat).astype(np.int64)
+    valid = None if ignored is None else ~ignored.reshape(batch_shape)
+    return labels, valid
+
+
+def as_targets(y_true, y_pred_shape: tuple, *, name: str = "y_true", pred_name: str = "y_pred"):
+    """Dense targets (one-hot or soft) with the predictions' shape, in a kernel-readable dtype.
+
+    Integer targets stay integers (the kernels read any numeric dtype, so no N x C copy is
+    made); bool is viewed as uint8; float16 becomes float32.
+    """
+    t = as_array(y_true, name)
+    kind = t.dtype.kind
+    if kind not in "biuf":
+        raise TypeError(f"{name} must hold numeric targets, got {_describe(t)}")
+    if t.shape != tuple(y_pred_shape):
+        raise ValueError(
+            f"{name} has shape {t.shape} but {pred_name} has shape {tuple(y_pred_shape)}; "
+            f"dense targets need the same shape (use the sparse loss for integer labels)"
+        )
+    t = _native(t)
+    if kind == "b":
+        return t.view(np.uint8)
+    if kind == "f" and t.dtype.itemsize < 4:
+        return t.astype(np.float32)
+    if kind == "f" and t.dtype.type not in _FLOAT_OK:
+        return t.astype(np.float64)
+    return t

@@ -1,0 +1,376 @@
+"""Keras 3 front end: ``categorical_crossentropy``, ``sparse_categorical_crossentropy`` and
+the loss classes ``CategoricalCrossentropy`` / ``SparseCategoricalCrossentropy``.
+
+Each function is Keras's formula over the per-row statistics the kernels compute; the
+input policy lives in ``_inputs``, the reductions in ``_reduce``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xent import _engine
+from xent._inputs import (
+    as_labels,
+    as_predictions,
+    as_targets,
+    check_epsilon,
+    check_ignore_class,
+    check_fraction,
+    normalize_axis,
+    to_rows,
+)
+from xent._reduce import check_keras_reduction, keras_reduce
+
+#: Keras's default ``backend.epsilon()``.
+EPSILON = 1e-7
+
+
+def _sparse(y_true, y_pred, from_logits, ignore_class, axis, label_smoothing, epsilon, renormalize):
+    """Per-sample sparse losses and the mask of counted entries (``None``: all count)."""
+    smoothing = check_fraction(label_smoothing, "label_smoothing")
+    eps = check_epsilon(epsilon)
+    pred = as_predictions(y_pred)
+    ax = normalize_axis(axis, pred.ndim)
+    rows, batch_shape = to_rows(pred, ax)
+    labels, valid = as_labels(
+        y_true, batch_shape, rows.shape[1], axis=axis, ignore_class=ignore_class
+    )
+    loss, _ = _engine.sparse_rows(
+        rows,
+        labels,
+        from_logits=bool(from_logits),
+        smoothing=smoothing,
+        epsilon=eps,
+        renormalize=renormalize,
+    )
+    return loss.reshape(batch_shape), valid
+
+
+def _dense(y_true, y_pred, from_logits, label_smoothing, axis, epsilon, renormalize):
+    smoothing = check_fraction(label_smoothing, "label_smoothing")
+    eps = check_epsilon(epsilon)
+    pred = as_predictions(y_pred)
+    ax = normalize_axis(axis, pred.ndim)
+    targets = as_targets(y_true, pred.shape)
+    rows, batch_shape = to_rows(pred, ax)
+    trows, _ = to_rows(targets, ax, name="y_true")
+    loss, _ = _engine.dense_rows(
+        rows,
+        trows,
+        from_logits=bool(from_logits),
+        smoothing=smoothing,
+        epsilon=eps,
+        renormalize=renormalize,
+    )
+    return loss.reshape(batch_shape)
+
+
+def sparse_categorical_crossentropy(
+    y_true,
+    y_pred,
+    from_logits=False,
+    ignore_class=None,
+    axis=-1,
+    label_smoothing=0.0,
+    *,
+    epsilon=EPSILON,
+    renormalize=True,
+):
+    r"""Per-sample cross-entropy between integer labels and predictions (Keras 3 semantics).
+
+    The label's score is read by a direct index gather; no one-hot array is built, not
+    even for label smoothing.
+
+    .. math::
+
+        \ell = -\sum_c y'_c \log q_c, \qquad
+        y' = (1 - \varepsilon)\,\mathrm{onehot}(y) + \varepsilon / C
+
+    with :math:`q = \mathrm{softmax}(z)` for logits, or for probabilities
+    :math:`q = \mathrm{clip}(p / \sum_c p_c, \epsilon, 1 - \epsilon)` (the division is
+    skipped when ``renormalize=False``).  For logits this is
+    :math:`(1-\varepsilon)(\mathrm{lse}(z) - z_y) + \varepsilon(\mathrm{lse}(z) - \bar z)`.
+
+    Parameters
+    ----------
+    y_true : array_like of int, shape ``y_pred.shape`` without ``axis``
+        Class indices in ``[0, C)``; any integer dtype, or floats holding whole numbers.
+        A trailing axis of size 1 is accepted and squeezed.
+    y_pred : array_like of float, shape ``(..., C, ...)``
+        Probabilities (``from_logits=False``) or logits; float16 is computed in float32.
+    from_logits : bool, default False
+        Whether ``y_pred`` holds logits.
+    ignore_class : int or None, default None
+        Label value whose entries give loss 0 (and are not counted by mean reductions).
+    axis : int, default -1
+        The class axis of ``y_pred`` (any axis is supported).
+    label_smoothing : float in [0, 1], default 0
+        :math:`\varepsilon` above; ``C`` is the size of ``axis``.
+    epsilon : float in [0, 0.5), default 1e-7
+        Clipping bound for probabilities (Keras's ``backend.epsilon()``).
+    renormalize : bool, default True
+        Divide probability rows by their sum first (Keras).  ``False`` trusts that rows
+        sum to one: without smoothing only ``p[y]`` is read, one element per row.
+
+    Returns
+    -------
+    ndarray, shape ``y_pred.shape`` without ``axis``
+        float64 for float64 predictions, float32 otherwise.
+
+    Raises
+    ------
+    TypeError
+        Non-float predictions; bool, complex or object labels.
+    ValueError
+        Labels out of range, NaN or non-integral (the message names the first one and its
+        position); shape mismatch; ``label_smoothing`` outside ``[0, 1]``.
+
+    See Also
+    --------
+    categorical_crossentropy : the same loss against one-hot or soft target rows.
+    SparseCategoricalCrossentropy : the loss object with reductions and sample weights.
+
+    Examples
+    --------
+    >>> import xent
+    >>> y_pred = [[0.05, 0.95, 0.0], [0.1, 0.8, 0.1]]
+    >>> xent.sparse_categorical_crossentropy([1, 2], y_pred)
+    array([0.05129329, 2.30258509])
+    >>> xent.sparse_categorical_crossentropy([1, 2], y_pred, label_smoothing=0.1)
+    array([0.68500143, 2.23327038])
+    """
+    loss, _ = _sparse(
+        y_true, y_pred, from_logits, ignore_class, axis, label_smoothing, epsilon, renormalize
+    )
+    return loss
+
+
+def categorical_crossentropy(
+    y_true,
+    y_pred,
+    from_logits=False,
+    label_smoothing=0.0,
+    axis=-1,
+    *,
+    epsilon=EPSILON,
+    renormalize=True,
+):
+    r"""Per-sample cross-entropy between target rows and predictions (Keras 3 semantics).
+
+    One fused pass per row computes everything: no log-softmax array, no clipped copy.
+
+    .. math::
+
+        \ell = -\sum_c t'_c \log q_c, \qquad t' = (1 - \varepsilon)\, t + \varepsilon / C
+
+    with :math:`q = \mathrm{softmax}(z)` for logits (computed as
+    :math:`\sum_c t'_c\,(\mathrm{lse}(z) - z_c)`, where a logit of ``-inf`` with
+    :math:`t'_c = 0` contributes 0), or for probabilities
+    :math:`q = \mathrm{clip}(p / \sum_c p_c, \epsilon, 1 - \epsilon)`.
+
+    Parameters
+    ----------
+    y_true : array_like, same shape as ``y_pred``
+        One-hot or soft targets (any numeric dtype; integer one-hot is read as is).
+    y_pred : array_like of float, shape ``(..., C, ...)``
+        Probabilities (``from_logits=False``) or logits; float16 is computed in float32.
+    from_logits : bool, default False
+        Whether ``y_pred`` holds logits.
+    label_smoothing : float in [0, 1], default 0
+        :math:`\varepsilon` above; ``C`` is the size of ``axis``.
+    axis : int, default -1
+        The class axis.
+    epsilon : float in [0, 0.5), default 1e-7
+        Clipping bound for probabilities.
+    renormalize : bool, default True
+        Divide probability rows by their sum first (Keras).
+
+    Returns
+    -------
+    ndarray, shape ``y_pred.shape`` without ``axis``
+        float64 for float64 predictions, float32 otherwise.
+
+    See Also
+    --------
+    sparse_categorical_crossentropy : integer labels, by direct index gather.
+    CategoricalCrossentropy : the loss object with reductions and sample weights.
+
+    Examples
+    --------
+    >>> import xent
+    >>> y_true = [[0, 1, 0], [0, 0, 1]]
+    >>> y_pred = [[0.05, 0.95, 0.0], [0.1, 0.8, 0.1]]
+    >>> xent.categorical_crossentropy(y_true, y_pred)
+    array([0.05129329, 2.30258509])
+    >>> xent.categorical_crossentropy(y_true, [[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]], from_logits=True)
+    array([1.40760596, 1.09861229])
+    """
+    return _dense(y_true, y_pred, from_logits, label_smoothing, axis, epsilon, renormalize)
+
+
+class _KerasLoss:
+    """Shared machinery of the two loss objects: validation at construction, reduction."""
+
+    def __init__(self, from_logits, label_smoothing, axis, reduction, name, epsilon, renormalize):
+        self.from_logits = bool(from_logits)
+        self.label_smoothing = check_fraction(label_smoothing, "label_smoothing")
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+            raise TypeError(f"axis must be an integer, got {axis!r}")
+        self.axis = int(axis)
+        self.reduction = check_keras_reduction(reduction)
+        self.name = name
+        self.epsilon = check_epsilon(epsilon)
+        self.renormalize = bool(renormalize)
+
+    def _per_sample(self, y_true, y_pred):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def call(self, y_true, y_pred):
+        """Per-sample losses, before sample weighting and reduction."""
+        return self._per_sample(y_true, y_pred)[0]
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        losses, valid = self._per_sample(y_true, y_pred)
+        return keras_reduce(losses, sample_weight, valid, self.reduction, losses.dtype)
+
+    def get_config(self):
+        """The constructor arguments, as Keras's ``get_config``."""
+        return {
+            "name": self.name,
+            "reduction": self.reduction,
+            "from_logits": self.from_logits,
+            "label_smoothing": self.label_smoothing,
+            "axis": self.axis,
+            "epsilon": self.epsilon,
+            "renormalize": self.renormalize,
+        }
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
+        return f"{type(self).__name__}({args})"
+
+
+class SparseCategoricalCrossentropy(_KerasLoss):
+    r"""Sparse categorical cross-entropy loss object (Keras 3 semantics).
+
+    ``loss(y_true, y_pred, sample_weight=None)`` computes
+    :func:`sparse_categorical_crossentropy` per sample, multiplies by ``sample_weight``
+    (broadcast as Keras does) and reduces:
+
+    .. math::
+
+        \text{sum\_over\_batch\_size: } \frac{\sum_i w_i \ell_i}{n}, \quad
+        \text{sum: } \sum_i w_i \ell_i, \quad
+        \text{mean\_with\_sample\_weight: } \frac{\sum_i w_i \ell_i}{\sum_i w_i}
+
+    where ``n`` counts the entries not equal to ``ignore_class``.  An empty or all-ignored
+    batch gives 0.0.
+
+    Parameters
+    ----------
+    from_logits, ignore_class, axis, label_smoothing, epsilon, renormalize
+        As in :func:`sparse_categorical_crossentropy`.
+    reduction : {"sum_over_batch_size", "mean", "sum", "none", None, "mean_with_sample_weight"}
+        How per-sample losses are combined; ``"mean"`` is ``"sum_over_batch_size"``.
+    name : str
+        Kept for Keras compatibility.
+
+    See Also
+    --------
+    CategoricalCrossentropy : the dense-target variant.
+
+    Examples
+    --------
+    >>> import xent
+    >>> loss = xent.SparseCategoricalCrossentropy()
+    >>> y_pred = [[0.05, 0.95, 0.0], [0.1, 0.8, 0.1]]
+    >>> float(loss([1, 2], y_pred))
+    1.1769392...
+    >>> float(loss([1, 2], y_pred, sample_weight=[0.3, 0.7]))
+    0.8135988...
+    """
+
+    def __init__(
+        self,
+        from_logits=False,
+        ignore_class=None,
+        axis=-1,
+        label_smoothing=0.0,
+        reduction="sum_over_batch_size",
+        name="sparse_categorical_crossentropy",
+        *,
+        epsilon=EPSILON,
+        renormalize=True,
+    ):
+        super().__init__(from_logits, label_smoothing, axis, reduction, name, epsilon, renormalize)
+        self.ignore_class = check_ignore_class(ignore_class)
+
+    def _per_sample(self, y_true, y_pred):
+        return _sparse(
+            y_true,
+            y_pred,
+            self.from_logits,
+            self.ignore_class,
+            self.axis,
+            self.label_smoothing,
+            self.epsilon,
+            self.renormalize,
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "ignore_class": self.ignore_class}
+
+
+class CategoricalCrossentropy(_KerasLoss):
+    r"""Categorical cross-entropy loss object (Keras 3 semantics).
+
+    ``loss(y_true, y_pred, sample_weight=None)`` computes :func:`categorical_crossentropy`
+    per sample, weights and reduces as :class:`SparseCategoricalCrossentropy` does
+    (without ``ignore_class``).
+
+    Parameters
+    ----------
+    from_logits, label_smoothing, axis, epsilon, renormalize
+        As in :func:`categorical_crossentropy`.
+    reduction : {"sum_over_batch_size", "mean", "sum", "none", None, "mean_with_sample_weight"}
+        How per-sample losses are combined.
+    name : str
+        Kept for Keras compatibility.
+
+    See Also
+    --------
+    SparseCategoricalCrossentropy : integer labels, by direct index gather.
+
+    Examples
+    --------
+    >>> import xent
+    >>> loss = xent.CategoricalCrossentropy(reduction="sum")
+    >>> float(loss([[0, 1, 0], [0, 0, 1]], [[0.05, 0.95, 0.0], [0.1, 0.8, 0.1]]))
+    2.3538785...
+    """
+
+    def __init__(
+        self,
+        from_logits=False,
+        label_smoothing=0.0,
+        axis=-1,
+        reduction="sum_over_batch_size",
+        name="categorical_crossentropy",
+        *,
+        epsilon=EPSILON,
+        renormalize=True,
+    ):
+        super().__init__(from_logits, label_smoothing, axis, reduction, name, epsilon, renormalize)
+
+    def _per_sample(self, y_true, y_pred):
+        loss = _dense(
+            y_true,
+            y_pred,
+            self.from_logits,
+            self.label_smoothing,
+            self.axis,
+            self.epsilon,
+            self.renormalize,
+        )
+        return loss, None
