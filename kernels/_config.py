@@ -23,4 +23,9 @@ SCALAR = dict(fastmath={"contract"}, error_model="numpy", cache=True)
 #: Options for the per-row loops (reductions along a row must reassociate to vectorise).
 ROW = dict(fastmath=set(FASTMATH), error_model="numpy", cache=True)
 
-PARALLEL = dict(ROW, parallel=True, nogil=True)
+#: Options for the parallel kernels themselves.  Their bodies only combine per-row
+#: statistics (``log s - (z_y - m)`` and the like), where reassociation is wrong: it
+#: would turn that into ``(log s + m) - z_y`` and lose everything to cancellation for
+#: large logits.  The vectorised reductions live in ``ROW`` helpers, whose instructions
+#: keep their own flags when inlined.
+PARALLEL = dict(SCALAR, parallel=True, nogil=True)

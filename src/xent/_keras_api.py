@@ -138,7 +138,7 @@ def sparse_categorical_crossentropy(
     >>> xent.sparse_categorical_crossentropy([1, 2], y_pred)
     array([0.05129329, 2.30258509])
     >>> xent.sparse_categorical_crossentropy([1, 2], y_pred, label_smoothing=0.1)
-    array([0.68500143, 2.23327038])
+    array([0.68500134, 2.23327037])
     """
     loss, _ = _sparse(
         y_true, y_pred, from_logits, ignore_class, axis, label_smoothing, epsilon, renormalize
@@ -285,10 +285,10 @@ class SparseCategoricalCrossentropy(_KerasLoss):
     >>> import xent
     >>> loss = xent.SparseCategoricalCrossentropy()
     >>> y_pred = [[0.05, 0.95, 0.0], [0.1, 0.8, 0.1]]
-    >>> float(loss([1, 2], y_pred))
-    1.1769392...
-    >>> float(loss([1, 2], y_pred, sample_weight=[0.3, 0.7]))
-    0.8135988...
+    >>> round(float(loss([1, 2], y_pred)), 7)
+    1.1769392
+    >>> round(float(loss([1, 2], y_pred, sample_weight=[0.3, 0.7])), 7)
+    0.8135988
     """
 
     def __init__(
@@ -346,8 +346,8 @@ class CategoricalCrossentropy(_KerasLoss):
     --------
     >>> import xent
     >>> loss = xent.CategoricalCrossentropy(reduction="sum")
-    >>> float(loss([[0, 1, 0], [0, 0, 1]], [[0.05, 0.95, 0.0], [0.1, 0.8, 0.1]]))
-    2.3538785...
+    >>> round(float(loss([[0, 1, 0], [0, 0, 1]], [[0.05, 0.95, 0.0], [0.1, 0.8, 0.1]])), 7)
+    2.3538784
     """
 
     def __init__(

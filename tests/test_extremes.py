@@ -1,0 +1,68 @@
+"""Edge values: -inf and huge logits, zero and one probabilities, NaN rows."""
+
+import numpy as np
+import pytest
+
+import xent
+
+DTYPES = [np.float32, np.float64]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_huge_logits_are_stable(dtype):
+    z = np.array([[1e30, -1e30, 0.0], [-1e30, 1e30, 1e30]], dtype)
+    got = xent.sparse_categorical_crossentropy([0, 1], z, from_logits=True)
+    np.testing.assert_allclose(got, [0.0, np.log(2.0)], rtol=1e-6, atol=0)
+    dense = xent.categorical_crossentropy([[1, 0, 0], [0, 1, 0]], z, from_logits=True)
+    np.testing.assert_allclose(dense, got, rtol=1e-6)
+
+
+@pytest.mark.parametrize("smoothing_sparse", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_minus_inf_logit_with_zero_weight_contributes_zero(dtype, smoothing_sparse):
+    z = np.array([[-np.inf, 1.0, 2.0], [0.0, -np.inf, -np.inf]], dtype)
+    want = [np.log1p(np.exp(-1.0)), 0.0]
+    np.testing.assert_allclose(
+        xent.sparse_categorical_crossentropy([2, 0], z, from_logits=True), want, rtol=1e-6, atol=1e-7)
+    dense = xent.categorical_crossentropy([[0, 0, 1], [1, 0, 0]], z, from_logits=True)
+    np.testing.assert_allclose(dense, want, rtol=1e-6, atol=1e-7)
+    # with smoothing every class has weight > 0: the loss is +inf, not NaN
+    if smoothing_sparse:
+        got = xent.sparse_categorical_crossentropy([2, 0], z, True, label_smoothing=0.1)
+    else:
+        got = xent.categorical_crossentropy([[0, 0, 1], [1, 0, 0]], z, True, label_smoothing=0.1)
+    assert np.all(got == np.inf)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_minus_inf_on_true_class_is_plus_inf(dtype):
+    z = np.array([[-np.inf, 1.0]], dtype)
+    assert xent.sparse_categorical_crossentropy([0], z, from_logits=True)[0] == np.inf
+    assert xent.categorical_crossentropy([[1, 0]], z, from_logits=True)[0] == np.inf
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_all_minus_inf_row_and_nan_rows_are_nan_for_that_row_only(dtype):
+    z = np.array([[-np.inf, -np.inf], [np.nan, 1.0], [1.0, np.nan], [np.inf, 1.0], [1.0, 2.0]], dtype)
+    y = [0, 1, 0, 1, 1]
+    for got in (xent.sparse_categorical_crossentropy(y, z, from_logits=True),
+                xent.categorical_crossentropy(np.eye(2)[y], z, from_logits=True)):
+        assert np.all(np.isnan(got[:4]))
+        np.testing.assert_allclose(got[4], np.log1p(np.exp(-1.0)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_probabilities_zero_one_and_zero_rows(dtype):
+    p = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]], dtype)
+    eps = dtype(1e-7)
+    got = xent.sparse_categorical_crossentropy([0, 0, 1], p)
+    np.testing.assert_allclose(got[:2], [-np.log(np.float64(eps)), -np.log(np.float64(1 - eps))],
+                               rtol=1e-6)
+    assert np.isnan(got[2])  # 0 / 0 when renormalising, as Keras
+    dense = xent.categorical_crossentropy([[1, 0], [1, 0], [0, 1]], p)
+    np.testing.assert_allclose(dense[:2], got[:2], rtol=1e-6)
+    assert np.isnan(dense[2])
+    # without renormalisation a zero row is just clipped
+    np.testing.assert_allclose(
+        xent.sparse_categorical_crossentropy([1], p[2:], renormalize=False),
+        [-np.log(np.float64(eps))], rtol=1e-6)

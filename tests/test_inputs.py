@@ -1,0 +1,120 @@
+"""Bad input gets a TypeError/ValueError naming the argument, the value and its place."""
+
+import numpy as np
+import pytest
+
+import xent
+
+P = np.array([[0.05, 0.95, 0.0], [0.1, 0.8, 0.1]])
+
+
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        ([1, 3], r"y_true has the out-of-range label 3 at index 1; labels must be integers in \[0, 3\)"),
+        ([-1, 0], r"out-of-range label -1 at index 0"),
+        ([1.0, 1.5], r"non-integral label 1.5 at index 1"),
+        ([np.nan, 1.0], r"non-finite label nan at index 0"),
+        ([np.inf, 1.0], r"non-finite label inf at index 0"),
+        (np.array([1, 2**31], np.int64), r"out-of-range label 2147483648 at index 1"),
+        (np.array([1, 2**63 - 1], np.int64), r"out-of-range label 9223372036854775807"),
+        (np.array([1, 2**64 - 1], np.uint64), r"out-of-range label 18446744073709551615"),
+    ],
+)
+def test_bad_labels_name_value_and_position(labels, match):
+    with pytest.raises(ValueError, match=match):
+        xent.sparse_categorical_crossentropy(labels, P)
+
+
+def test_bad_label_position_in_higher_rank():
+    y = np.zeros((2, 3), np.int64)
+    y[1, 2] = 9
+    with pytest.raises(ValueError, match=r"label 9 at index \(1, 2\)"):
+        xent.sparse_categorical_crossentropy(y, np.ones((2, 3, 4)) / 4)
+
+
+def test_ignored_label_does_not_trigger_range_error():
+    got = xent.sparse_categorical_crossentropy([1, 99], P, ignore_class=99)
+    np.testing.assert_allclose(got, [0.0512933, 0.0], rtol=1e-6)
+    with pytest.raises(ValueError, match="or ignore_class=99"):
+        xent.sparse_categorical_crossentropy([5, 99], P, ignore_class=99)
+
+
+@pytest.mark.parametrize("labels", [np.array([True, False]), np.array([1, 2], dtype=object),
+                                    np.array([1 + 0j, 2]), np.array(["a", "b"])])
+def test_label_types_rejected(labels):
+    with pytest.raises(TypeError, match="y_true must hold integer class labels"):
+        xent.sparse_categorical_crossentropy(labels, P)
+
+
+@pytest.mark.parametrize("pred", [np.array([[1, 2], [3, 4]]), np.array([[True, False]]),
+                                  np.array([[1 + 1j, 1]]), np.array([[0.5, 0.5]], dtype=object)])
+def test_prediction_types_rejected(pred):
+    with pytest.raises(TypeError, match="y_pred must hold floating-point scores"):
+        xent.sparse_categorical_crossentropy([0] * len(pred), pred)
+    with pytest.raises(TypeError, match="y_pred must hold floating-point scores"):
+        xent.categorical_crossentropy(np.zeros(pred.shape), pred)
+
+
+def test_shape_mismatch_shows_both_shapes_and_axis():
+    with pytest.raises(ValueError, match=r"y_true has shape \(3,\).*axis=-1.*shape \(2,\)"):
+        xent.sparse_categorical_crossentropy([1, 2, 0], P)
+    with pytest.raises(ValueError, match=r"y_true has shape \(2, 4\) but y_pred has shape \(2, 3\)"):
+        xent.categorical_crossentropy(np.zeros((2, 4)), P)
+    with pytest.raises(ValueError, match=r"y_true has shape \(2,\).*axis=0.*shape \(3,\)"):
+        xent.sparse_categorical_crossentropy([1, 0], P, axis=0)
+
+
+@pytest.mark.parametrize("ls", [-0.1, 1.5, float("nan"), float("inf")])
+def test_label_smoothing_out_of_range(ls):
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\], got"):
+        xent.sparse_categorical_crossentropy([1, 2], P, label_smoothing=ls)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        xent.CategoricalCrossentropy(label_smoothing=ls)
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match=r"axis=2 is out of range for y_pred with 2"):
+        xent.sparse_categorical_crossentropy([1, 2], P, axis=2)
+    with pytest.raises(TypeError, match="axis must be an integer"):
+        xent.categorical_crossentropy(P, P, axis=1.0)
+    with pytest.raises(ValueError, match=r"epsilon must be in \[0, 0.5\)"):
+        xent.sparse_categorical_crossentropy([1, 2], P, epsilon=0.7)
+    with pytest.raises(TypeError, match="ignore_class must be None or an integer"):
+        xent.sparse_categorical_crossentropy([1, 2], P, ignore_class=1.5)
+    with pytest.raises(ValueError, match="class axis of y_pred"):
+        xent.sparse_categorical_crossentropy([], np.zeros((0, 0)))
+    with pytest.raises(ValueError, match="at least one dimension"):
+        xent.sparse_categorical_crossentropy(0, 1.0)
+
+
+def test_sample_weight_errors():
+    loss = xent.SparseCategoricalCrossentropy()
+    with pytest.raises(ValueError, match=r"sample_weight has shape \(3,\).*\(2,\)"):
+        loss([1, 2], P, sample_weight=[1, 2, 3])
+    with pytest.raises(TypeError, match="sample_weight must be numeric"):
+        loss([1, 2], P, sample_weight=np.array(["a", "b"]))
+
+
+def test_dense_target_types_rejected():
+    with pytest.raises(TypeError, match="y_true must hold numeric targets"):
+        xent.categorical_crossentropy(np.array([["a"] * 3] * 2), P)
+
+
+def test_inputs_are_never_modified(rng):
+    z = rng.standard_normal((10, 5))
+    z[0, 0] = -np.inf
+    t = rng.random((10, 5))
+    y = rng.integers(0, 5, 10).astype(np.int8)
+    y[3] = 100
+    w = rng.random(10)
+    copies = [a.copy() for a in (z, t, y, w)]
+    p = np.abs(z[:, ::-1]) + 0.1
+    p_copy = p.copy()
+    for from_logits, pred in ((True, z), (False, p)):
+        xent.SparseCategoricalCrossentropy(from_logits, ignore_class=100, label_smoothing=0.1)(
+            y, pred, sample_weight=w)
+        xent.CategoricalCrossentropy(from_logits, label_smoothing=0.1)(t, pred, sample_weight=w)
+    for a, b in zip((z, t, y, w), copies):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(p, p_copy)
