@@ -1,0 +1,377 @@
+"""Benchmark registry and runner: xent's kernels, the NumPy baseline and installed peers.
+
+One registry (:data:`REGISTRY`) drives both ``xent bench`` and the pytest-benchmark suite in
+``benchmarks/``; every entry also checks its result against a float64 NumPy evaluation of the
+formula.  Throughput is reported in GB/s of the arrays the call is given, and as a fraction of
+a plain Numba row sum over the same logits measured in the same run (the memory limit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+import xent
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One benchmark input: ``rows x classes`` of ``dtype``, logits or probabilities."""
+
+    rows: int
+    classes: int
+    dtype: str = "float32"
+    inputs: str = "logits"  # or "probs"
+
+    @property
+    def label(self) -> str:
+        return f"{self.rows:,}x{self.classes:,} {self.dtype} {self.inputs}"
+
+
+@dataclasses.dataclass
+class Data:
+    case: Case
+    scores: np.ndarray  # logits or probabilities, (N, C)
+    labels: np.ndarray  # int64 (N,)
+    onehot: np.ndarray  # (N, C), scores' dtype
+
+    @classmethod
+    def make(cls, case: Case, seed: int = 0) -> "Data":
+        rng = np.random.default_rng(seed)
+        dtype = np.dtype(case.dtype)
+        z = rng.standard_normal((case.rows, case.classes), dtype=np.float32).astype(dtype, copy=False)
+        if case.inputs == "probs":
+            z -= z.max(axis=1, keepdims=True)
+            np.exp(z, out=z)
+            z /= z.sum(axis=1, keepdims=True)
+        labels = rng.integers(0, case.classes, case.rows)
+        onehot = np.zeros(z.shape, dtype)
+        onehot[np.arange(case.rows), labels] = 1
+        return cls(case, z, labels, onehot)
+
+
+@dataclasses.dataclass(frozen=True)
+class Impl:
+    """A registered implementation: ``make(data)`` returns a no-argument callable giving the mean
+    loss (a float), or ``None`` when the implementation does not apply to the case."""
+
+    name: str
+    loss: str  # "sparse", "dense" or "baseline"
+    make: Callable[[Data], Callable[[], float] | None]
+    requires: str | None = None  # module that must be importable
+    bytes_read: Callable[[Data], int] | None = None
+
+    def available(self) -> bool:
+        if self.requires is None:
+            return True
+        try:
+            __import__(self.requires)
+        except Exception:
+            return False
+        return True
+
+    def nbytes(self, data: Data) -> int:
+        if self.bytes_read is not None:
+            return self.bytes_read(data)
+        n = data.scores.nbytes
+        return n + (data.onehot.nbytes if self.loss == "dense" else data.labels.nbytes)
+
+
+# ---------------------------------------------------------------- implementations
+def _xent_sparse(data: Data, **kw):
+    loss = xent.SparseCategoricalCrossentropy(from_logits=data.case.inputs == "logits", **kw)
+    return lambda: float(loss(data.labels, data.scores))
+
+
+def _xent_dense(data: Data):
+    loss = xent.CategoricalCrossentropy(from_logits=data.case.inputs == "logits")
+    return lambda: float(loss(data.onehot, data.scores))
+
+
+def _xent_gather(data: Data):
+    if data.case.inputs != "probs":
+        return None
+    return _xent_sparse(data, renormalize=False)
+
+
+def _gather_bytes(data: Data) -> int:
+    # one 64-byte cache line per row, plus the labels
+    return data.case.rows * 64 + data.labels.nbytes
+
+
+def _numpy_sparse(data: Data):
+    z, y = data.scores, data.labels
+
+    def run():
+        if data.case.inputs == "logits":
+            m = z.max(axis=1, keepdims=True)
+            lse = np.log(np.exp(z - m).sum(axis=1)) + m[:, 0]
+            return float(np.mean(lse - z[np.arange(len(y)), y]))
+        p = z / z.sum(axis=1, keepdims=True)
+        return float(np.mean(-np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1 - 1e-7))))
+
+    return run
+
+
+def _torch_sparse(data: Data):
+    import torch
+
+    z = torch.from_numpy(data.scores)
+    y = torch.from_numpy(data.labels)
+    if data.case.inputs == "logits":
+        return lambda: float(torch.nn.functional.cross_entropy(z, y))
+    return lambda: float(torch.nn.functional.nll_loss(torch.log(z.clamp(1e-7, 1 - 1e-7)), y))
+
+
+def _torch_dense(data: Data):
+    import torch
+
+    z = torch.from_numpy(data.scores)
+    t = torch.from_numpy(data.onehot)
+    if data.case.inputs != "logits":
+        return None
+    return lambda: float(torch.nn.functional.cross_entropy(z, t))
+
+
+def _jax_sparse(data: Data):
+    import jax
+    import jax.numpy as jnp
+
+    if data.case.inputs != "logits":
+        return None
+
+    @jax.jit
+    def f(z, y):
+        logp = jax.nn.log_softmax(z, axis=-1)
+        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+
+    z = jnp.asarray(data.scores)
+    y = jnp.asarray(data.labels.astype(np.int32))
+    return lambda: float(f(z, y).block_until_ready())
+
+
+def _jax_dense(data: Data):
+    import jax
+    import jax.numpy as jnp
+
+    if data.case.inputs != "logits":
+        return None
+
+    @jax.jit
+    def f(z, t):
+        return -jnp.mean(jnp.sum(t * jax.nn.log_softmax(z, axis=-1), axis=-1))
+
+    z = jnp.asarray(data.scores)
+    t = jnp.asarray(data.onehot)
+    return lambda: float(f(z, t).block_until_ready())
+
+
+def _rowsum_baseline(data: Data):
+    from xent.kernels.baseline import row_sums
+
+    out = np.empty(data.case.rows)
+    return lambda: float(row_sums(data.scores, out)[0]) if data.case.rows else 0.0
+
+
+REGISTRY: list[Impl] = [
+    Impl("row-sum baseline", "baseline", _rowsum_baseline, bytes_read=lambda d: d.scores.nbytes),
+    Impl("xent sparse", "sparse", _xent_sparse),
+    Impl("xent categorical", "dense", _xent_dense),
+    Impl("xent sparse gather", "sparse", _xent_gather, bytes_read=_gather_bytes),
+    Impl("numpy sparse", "sparse", _numpy_sparse),
+    Impl("torch sparse", "sparse", _torch_sparse, requires="torch"),
+    Impl("torch dense", "dense", _torch_dense, requires="torch"),
+    Impl("jax sparse", "sparse", _jax_sparse, requires="jax"),
+    Impl("jax dense", "dense", _jax_dense, requires="jax"),
+]
+
+
+def expected_mean(data: Data) -> float:
+    """Float64 NumPy evaluation of the mean loss (one-hot targets: sparse == dense)."""
+    z = data.scores.astype(np.float64)
+    y = data.labels
+    idx = np.arange(len(y))
+    if data.case.inputs == "logits":
+        m = z.max(axis=1)
+        lse = np.log(np.exp(z - m[:, None]).sum(axis=1)) + m
+        return float(np.mean(lse - z[idx, y]))
+    p = z / z.sum(axis=1, keepdims=True)
+    return float(np.mean(-np.log(np.clip(p[idx, y], 1e-7, 1 - 1e-7))))
+
+
+# ---------------------------------------------------------------- runner
+QUICK = [Case(200_000, 10), Case(20_000, 1_000), Case(512, 32_000),
+         Case(20_000, 1_000, inputs="probs")]
+DEFAULT = [Case(1_000_000, 10), Case(100_000, 1_000), Case(8_192, 32_000), Case(1_024, 131_072),
+           Case(100_000, 1_000, inputs="probs")]
+FULL = DEFAULT + [dataclasses.replace(c, dtype="float64") for c in DEFAULT]
+
+
+def time_call(fn: Callable[[], float], repeat: int, budget_s: float) -> tuple[float, float]:
+    """(median seconds, last value) over up to ``repeat`` calls after one warm-up call."""
+    value = fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        value = fn()
+        times.append(time.perf_counter() - t0)
+        if time.perf_counter() - start > budget_s and len(times) >= 3:
+            break
+    return float(np.median(times)), value
+
+
+def run(cases, repeat: int = 7, budget_s: float = 2.0, progress=None) -> dict:
+    """Time every available implementation on every case; returns a JSON-ready dict."""
+    import numba
+
+    impls = [i for i in REGISTRY if i.available()]
+    results = []
+    for k, case in enumerate(cases):
+        data = Data.make(case)
+        want = expected_mean(data)
+        rows = []
+        for impl in impls:
+            fn = impl.make(data)
+            if fn is None:
+                continue
+            if progress:
+                progress(f"[{k + 1}/{len(cases)}] {case.label}: {impl.name}")
+            seconds, value = time_call(fn, repeat, budget_s)
+            ok = impl.loss == "baseline" or bool(np.isclose(value, want, rtol=1e-4, atol=1e-5))
+            nbytes = impl.nbytes(data)
+            rows.append(dict(impl=impl.name, loss=impl.loss, ms=seconds * 1e3, bytes=nbytes,
+                             gbps=nbytes / seconds / 1e9, value=value, correct=ok))
+        base = next(r for r in rows if r["loss"] == "baseline")
+        for r in rows:
+            r["pct_of_baseline"] = 100.0 * r["gbps"] / base["gbps"]
+        results.append(dict(case=dataclasses.asdict(case), label=case.label, expected=want,
+                             results=rows))
+    return dict(
+        machine=machine_info(),
+        threads=numba.get_num_threads(),
+        threading_layer=_threading_layer(),
+        results=results,
+    )
+
+
+def _threading_layer() -> str:
+    import numba
+
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet
+        return "not initialised"
+
+
+def machine_info() -> dict:
+    import os
+    import platform
+
+    import numba
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return dict(cpu=cpu, cores=os.cpu_count(), python=platform.python_version(),
+                numpy=np.__version__, numba=numba.__version__)
+
+
+def speedups(entry: dict) -> dict:
+    """Per case: sparse over categorical (xent), and xent over each peer of the same loss."""
+    by = {r["impl"]: r for r in entry["results"]}
+    out = {}
+    if "xent sparse" in by and "xent categorical" in by:
+        out["sparse vs categorical"] = by["xent categorical"]["ms"] / by["xent sparse"]["ms"]
+    if "xent sparse gather" in by and "xent categorical" in by:
+        out["gather vs categorical"] = by["xent categorical"]["ms"] / by["xent sparse gather"]["ms"]
+    for r in entry["results"]:
+        if r["impl"].startswith(("xent", "row-sum")):
+            continue
+        mine = by.get("xent sparse" if r["loss"] == "sparse" else "xent categorical")
+        if mine:
+            out[f"vs {r['impl']}"] = r["ms"] / mine["ms"]
+    return out
+
+
+def format_table(report: dict) -> str:
+    """A plain-text (Markdown) table of a :func:`run` report."""
+    lines = []
+    m = report["machine"]
+    lines.append(f"{m['cpu']}, {m['cores']} cores; numba {m['numba']}, "
+                 f"{report['threads']} threads ({report['threading_layer']})")
+    for entry in report["results"]:
+        lines.append("")
+        lines.append(f"### {entry['label']}")
+        lines.append("| implementation | ms | GB/s | % of row-sum | correct |")
+        lines.append("|---|---:|---:|---:|:-:|")
+        for r in entry["results"]:
+            lines.append(f"| {r['impl']} | {r['ms']:.2f} | {r['gbps']:.1f} | "
+                         f"{r['pct_of_baseline']:.0f}% | {'yes' if r['correct'] else 'NO'} |")
+        sp = speedups(entry)
+        if sp:
+            lines.append("")
+            lines.append("speed-ups: " + ", ".join(f"{k} {v:.1f}x" for k, v in sp.items()))
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: str) -> None:
+    """Bar chart of % of the row-sum bandwidth per case and implementation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = report["results"]
+    names = sorted({r["impl"] for e in entries for r in e["results"]} - {"row-sum baseline"})
+    fig, ax = plt.subplots(figsize=(max(8, 2.2 * len(entries)), 5))
+    width = 0.8 / max(len(names), 1)
+    for j, name in enumerate(names):
+        vals = [next((r["pct_of_baseline"] for r in e["results"] if r["impl"] == name), 0)
+                for e in entries]
+        ax.bar(np.arange(len(entries)) + j * width, vals, width, label=name)
+    ax.set_xticks(np.arange(len(entries)) + 0.4 - width / 2)
+    ax.set_xticklabels([e["label"].replace(" ", "\n", 1) for e in entries], fontsize=8)
+    ax.set_ylabel("% of row-sum bandwidth (higher is faster)")
+    ax.axhline(100, color="k", lw=0.8, ls="--")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(args) -> int:
+    cases = QUICK if args.quick else FULL if args.full else DEFAULT
+
+    def progress(msg):
+        if not args.json:
+            print(f"\r\033[K{msg}", end="", file=sys.stderr, flush=True)
+
+    report = run(cases, repeat=args.repeat, budget_s=args.budget, progress=progress)
+    if not args.json:
+        print("\r\033[K", end="", file=sys.stderr)
+    if args.output:
+        with open(args.output, "w") as fh:
+            json.dump(report, fh, indent=1)
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print(format_table(report))
+    if args.plot:
+        plot(report, args.plot)
+    bad = [(e["label"], r["impl"]) for e in report["results"] for r in e["results"]
+           if not r["correct"]]
+    if bad:
+        print(f"incorrect results: {bad}", file=sys.stderr)
+        return 1
+    return 0
