@@ -1,0 +1,14 @@
+import os
+
+import pytest
+
+from xent import bench
+
+_FULL = os.environ.get("XENT_BENCH_FULL") == "1"
+CASES = bench.FULL if _FULL else bench.DEFAULT
+
+
+@pytest.fixture(scope="module", params=CASES, ids=lambda c: f"{c.rows}x{c.classes}-{c.dtype}-{c.inputs}")
+def bench_data(request):
+    data = bench.Data.make(request.param)
+    return data, bench.expected_mean(data)

@@ -1,0 +1,33 @@
+"""pytest-benchmark suite over the shared registry (``xent.bench.REGISTRY``).
+
+Run: ``pytest benchmarks/ --benchmark-only`` (``XENT_BENCH_FULL=1`` adds float64).
+Groups are per (shape, dtype, logits-or-probabilities); each benchmark checks its value
+against a float64 NumPy evaluation and records GB/s, threads and the threading layer.
+"""
+
+import numba
+import numpy as np
+import pytest
+
+from xent import bench
+
+
+@pytest.mark.parametrize("impl", bench.REGISTRY, ids=lambda i: i.name.replace(" ", "-"))
+def test_loss(benchmark, bench_data, impl):
+    data, expected = bench_data
+    if not impl.available():
+        pytest.skip(f"{impl.requires} is not installed")
+    fn = impl.make(data)
+    if fn is None:
+        pytest.skip(f"{impl.name} does not apply to {data.case.label}")
+    benchmark.group = data.case.label
+    value = benchmark(fn)
+    median = benchmark.stats.stats.median
+    benchmark.extra_info.update(
+        gbps=impl.nbytes(data) / median / 1e9,
+        bytes_read=impl.nbytes(data),
+        threads=numba.get_num_threads(),
+        threading_layer=bench._threading_layer(),
+    )
+    if impl.loss != "baseline":
+        assert np.isclose(value, expected, rtol=1e-4, atol=1e-5), (value, expected)
