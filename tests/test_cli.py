@@ -1,0 +1,37 @@
+"""The command line and the benchmark runner (tiny shapes: correctness, not speed)."""
+
+import json
+import subprocess
+import sys
+
+from xent import bench
+
+
+def test_demo_prints_both_losses_on_the_keras_example():
+    run = subprocess.run([sys.executable, "-m", "xent", "demo", "--rows", "0"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("[0.0512933, 2.3025851]") == 2
+    assert "mean: 1.1769392" in run.stdout
+
+
+def test_bench_runner_checks_every_result():
+    cases = [bench.Case(3000, 10), bench.Case(300, 200, "float64", "probs")]
+    report = bench.run(cases, repeat=1, budget_s=0.1)
+    assert [e["label"] for e in report["results"]] == [c.label for c in cases]
+    for entry in report["results"]:
+        names = {r["impl"] for r in entry["results"]}
+        assert {"row-sum baseline", "xent sparse", "xent categorical", "numpy sparse"} <= names
+        for r in entry["results"]:
+            assert r["correct"], (entry["label"], r)
+            assert r["ms"] > 0 and r["gbps"] > 0
+    assert "xent sparse gather" in {r["impl"] for r in report["results"][1]["results"]}
+    table = bench.format_table(report)
+    assert "| xent sparse |" in table and "sparse vs categorical" in table
+    json.dumps(report)  # JSON-ready
+
+
+def test_bench_cli_json():
+    run = subprocess.run([sys.executable, "-m", "xent", "bench", "--help"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and "--quick" in run.stdout and "--plot" in run.stdout
