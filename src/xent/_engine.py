@@ -21,46 +21,31 @@ def _clip_bounds(dtype, epsilon: float):
     return t(epsilon), t(1.0) - t(epsilon)
 
 
-def sparse_rows(
-    rows: np.ndarray,
-    labels: np.ndarray,
-    *,
-    from_logits: bool,
-    smoothing: float = 0.0,
-    epsilon: float = 1e-7,
-    renormalize: bool = True,
-    want_lse: bool = False,
-):
+def _rows(kind, rows, second, from_logits, smoothing, epsilon, renormalize, want_lse):
+    want_lse = want_lse and from_logits
+    loss, lse = _outputs(rows, want_lse)
+    if from_logits:
+        kernel = kernels.sparse_logits if kind == "sparse" else kernels.dense_logits
+        kernel(rows, second, float(smoothing), loss, lse)
+    else:
+        kernel = kernels.sparse_probs if kind == "sparse" else kernels.dense_probs
+        lo, hi = _clip_bounds(rows.dtype, epsilon)
+        kernel(rows, second, float(smoothing), lo, hi, bool(renormalize), loss)
+    return loss, (lse if want_lse else None)
+
+
+def sparse_rows(rows, labels, *, from_logits, smoothing=0.0, epsilon=1e-7, renormalize=True,
+                want_lse=False):
     """Per-row sparse cross-entropy (and log-sum-exp of logits on request).
 
     ``rows``: float32/float64 ``(N, C)``; ``labels``: int64 ``(N,)`` validated, ``IGNORED``
     for rows that give 0.  Returns ``(loss, lse)``, both of ``rows.dtype``; ``lse`` is
     ``None`` unless requested (logits only).
     """
-    loss, lse = _outputs(rows, want_lse and from_logits)
-    if from_logits:
-        kernels.sparse_logits(rows, labels, float(smoothing), loss, lse)
-    else:
-        lo, hi = _clip_bounds(rows.dtype, epsilon)
-        kernels.sparse_probs(rows, labels, float(smoothing), lo, hi, bool(renormalize), loss)
-    return loss, (lse if want_lse and from_logits else None)
+    return _rows("sparse", rows, labels, from_logits, smoothing, epsilon, renormalize, want_lse)
 
 
-def dense_rows(
-    rows: np.ndarray,
-    targets: np.ndarray,
-    *,
-    from_logits: bool,
-    smoothing: float = 0.0,
-    epsilon: float = 1e-7,
-    renormalize: bool = True,
-    want_lse: bool = False,
-):
+def dense_rows(rows, targets, *, from_logits, smoothing=0.0, epsilon=1e-7, renormalize=True,
+               want_lse=False):
     """Per-row categorical cross-entropy against target rows of the same shape."""
-    loss, lse = _outputs(rows, want_lse and from_logits)
-    if from_logits:
-        kernels.dense_logits(rows, targets, float(smoothing), loss, lse)
-    else:
-        lo, hi = _clip_bounds(rows.dtype, epsilon)
-        kernels.dense_probs(rows, targets, float(smoothing), lo, hi, bool(renormalize), loss)
-    return loss, (lse if want_lse and from_logits else None)
+    return _rows("dense", rows, targets, from_logits, smoothing, epsilon, renormalize, want_lse)

@@ -26,13 +26,19 @@ from xent._reduce import check_keras_reduction, keras_reduce
 EPSILON = 1e-7
 
 
-def _sparse(y_true, y_pred, from_logits, ignore_class, axis, label_smoothing, epsilon, renormalize):
-    """Per-sample sparse losses and the mask of counted entries (``None``: all count)."""
+def _prepare(y_pred, axis, label_smoothing, epsilon):
+    """Validated options and the predictions as 2-D rows: ``(rows, batch_shape, ax, ls, eps)``."""
     smoothing = check_fraction(label_smoothing, "label_smoothing")
     eps = check_epsilon(epsilon)
     pred = as_predictions(y_pred)
     ax = normalize_axis(axis, pred.ndim)
     rows, batch_shape = to_rows(pred, ax)
+    return pred, rows, batch_shape, ax, smoothing, eps
+
+
+def _sparse(y_true, y_pred, from_logits, ignore_class, axis, label_smoothing, epsilon, renormalize):
+    """Per-sample sparse losses and the mask of counted entries (``None``: all count)."""
+    _, rows, batch_shape, _, smoothing, eps = _prepare(y_pred, axis, label_smoothing, epsilon)
     labels, valid = as_labels(
         y_true, batch_shape, rows.shape[1], axis=axis, ignore_class=ignore_class
     )
@@ -48,13 +54,8 @@ def _sparse(y_true, y_pred, from_logits, ignore_class, axis, label_smoothing, ep
 
 
 def _dense(y_true, y_pred, from_logits, label_smoothing, axis, epsilon, renormalize):
-    smoothing = check_fraction(label_smoothing, "label_smoothing")
-    eps = check_epsilon(epsilon)
-    pred = as_predictions(y_pred)
-    ax = normalize_axis(axis, pred.ndim)
-    targets = as_targets(y_true, pred.shape)
-    rows, batch_shape = to_rows(pred, ax)
-    trows, _ = to_rows(targets, ax, name="y_true")
+    pred, rows, batch_shape, ax, smoothing, eps = _prepare(y_pred, axis, label_smoothing, epsilon)
+    trows, _ = to_rows(as_targets(y_true, pred.shape), ax, name="y_true")
     loss, _ = _engine.dense_rows(
         rows,
         trows,
