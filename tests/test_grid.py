@@ -15,6 +15,14 @@ CLASSES = [1, 7, 8, 15, 16, 17, 127, 128, 129, 1000, 2500]
 DTYPES = [np.float32, np.float64]
 
 
+def GRID(test):
+    """classes x dtype x logits-or-probabilities x smoothing."""
+    for name, values in [("smoothing", [0.0, 0.1]), ("from_logits", [True, False]),
+                         ("dtype", DTYPES), ("c", CLASSES)]:
+        test = pytest.mark.parametrize(name, values)(test)
+    return test
+
+
 def make_preds(rng, shape, dtype, from_logits, axis=-1):
     if from_logits:
         return (rng.standard_normal(shape) * 3).astype(dtype)
@@ -37,10 +45,7 @@ def check(got, want, dtype):
     np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize("smoothing", [0.0, 0.1])
-@pytest.mark.parametrize("from_logits", [True, False])
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("c", CLASSES)
+@GRID
 def test_sparse_grid(rng, c, dtype, from_logits, smoothing):
     z = make_preds(rng, (37, c), dtype, from_logits)
     y = rng.integers(0, c, 37)
@@ -50,10 +55,7 @@ def test_sparse_grid(rng, c, dtype, from_logits, smoothing):
     check(got, want, dtype)
 
 
-@pytest.mark.parametrize("smoothing", [0.0, 0.1])
-@pytest.mark.parametrize("from_logits", [True, False])
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("c", CLASSES)
+@GRID
 def test_dense_grid_soft_targets(rng, c, dtype, from_logits, smoothing):
     z = make_preds(rng, (29, c), dtype, from_logits)
     t = soft_targets(rng, (29, c)).astype(dtype)

@@ -57,15 +57,21 @@ def as_predictions(y_pred, name: str = "y_pred") -> np.ndarray:
     raise TypeError(f"{name} must be float16, float32 or float64, got {_describe(arr)}")
 
 
-def normalize_axis(axis, ndim: int, name: str = "y_pred") -> int:
-    """``axis`` as a non-negative index into an array of ``ndim`` dimensions."""
+def check_axis(axis) -> int:
+    """An integer axis (bool and floats are a ``TypeError``)."""
     if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, numbers.Integral):
         raise TypeError(f"axis must be an integer, got {axis!r}")
+    return int(axis)
+
+
+def normalize_axis(axis, ndim: int, name: str = "y_pred") -> int:
+    """``axis`` as a non-negative index into an array of ``ndim`` dimensions."""
+    axis = check_axis(axis)
     if ndim == 0:
         raise ValueError(f"{name} must have at least one dimension (the class axis), got a scalar")
     if not -ndim <= axis < ndim:
         raise ValueError(f"axis={axis} is out of range for {name} with {ndim} dimension(s)")
-    return int(axis) % ndim
+    return axis % ndim
 
 
 def to_rows(arr: np.ndarray, axis: int, name: str = "y_pred") -> tuple[np.ndarray, tuple]:

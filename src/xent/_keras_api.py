@@ -7,13 +7,13 @@ input policy lives in ``_inputs``, the reductions in ``_reduce``.
 
 from __future__ import annotations
 
-import numpy as np
 
 from xent import _engine
 from xent._inputs import (
     as_labels,
     as_predictions,
     as_targets,
+    check_axis,
     check_epsilon,
     check_ignore_class,
     check_fraction,
@@ -216,9 +216,7 @@ class _KerasLoss:
     def __init__(self, from_logits, label_smoothing, axis, reduction, name, epsilon, renormalize):
         self.from_logits = bool(from_logits)
         self.label_smoothing = check_fraction(label_smoothing, "label_smoothing")
-        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-            raise TypeError(f"axis must be an integer, got {axis!r}")
-        self.axis = int(axis)
+        self.axis = check_axis(axis)
         self.reduction = check_keras_reduction(reduction)
         self.name = name
         self.epsilon = check_epsilon(epsilon)

@@ -104,18 +104,19 @@ def _gather_bytes(data: Data) -> int:
     return data.case.rows * 64 + data.labels.nbytes
 
 
+def numpy_mean_loss(scores: np.ndarray, labels: np.ndarray, inputs: str) -> float:
+    """Mean sparse loss written with plain NumPy array operations, in ``scores``' dtype."""
+    idx = np.arange(len(labels))
+    if inputs == "logits":
+        m = scores.max(axis=1)
+        lse = np.log(np.exp(scores - m[:, None]).sum(axis=1)) + m
+        return float(np.mean(lse - scores[idx, labels]))
+    p = scores / scores.sum(axis=1, keepdims=True)
+    return float(np.mean(-np.log(np.clip(p[idx, labels], 1e-7, 1 - 1e-7))))
+
+
 def _numpy_sparse(data: Data):
-    z, y = data.scores, data.labels
-
-    def run():
-        if data.case.inputs == "logits":
-            m = z.max(axis=1, keepdims=True)
-            lse = np.log(np.exp(z - m).sum(axis=1)) + m[:, 0]
-            return float(np.mean(lse - z[np.arange(len(y)), y]))
-        p = z / z.sum(axis=1, keepdims=True)
-        return float(np.mean(-np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1 - 1e-7))))
-
-    return run
+    return lambda: numpy_mean_loss(data.scores, data.labels, data.case.inputs)
 
 
 def _torch_sparse(data: Data):
@@ -193,15 +194,7 @@ REGISTRY: list[Impl] = [
 
 def expected_mean(data: Data) -> float:
     """Float64 NumPy evaluation of the mean loss (one-hot targets: sparse == dense)."""
-    z = data.scores.astype(np.float64)
-    y = data.labels
-    idx = np.arange(len(y))
-    if data.case.inputs == "logits":
-        m = z.max(axis=1)
-        lse = np.log(np.exp(z - m[:, None]).sum(axis=1)) + m
-        return float(np.mean(lse - z[idx, y]))
-    p = z / z.sum(axis=1, keepdims=True)
-    return float(np.mean(-np.log(np.clip(p[idx, y], 1e-7, 1 - 1e-7))))
+    return numpy_mean_loss(data.scores.astype(np.float64), data.labels, data.case.inputs)
 
 
 # ---------------------------------------------------------------- runner

@@ -26,14 +26,12 @@ def _demo(args) -> int:
     print(f"  categorical_crossentropy        per sample: {np.round(dense, 7).tolist()}")
     print(f"  mean: {float(xent.SparseCategoricalCrossentropy()(labels, y_pred)):.7f} (Keras: 1.1769392)")
     if args.rows and args.classes:
+        from xent.bench import Case, Data
+
         n, c = args.rows, args.classes
-        rng = np.random.default_rng(0)
-        logits = rng.standard_normal((n, c), dtype=np.float32)
-        y = rng.integers(0, c, n)
-        t = np.zeros((n, c), np.float32)
-        t[np.arange(n), y] = 1.0
-        probs = np.exp(logits - logits.max(1, keepdims=True))
-        probs /= probs.sum(1, keepdims=True)
+        logit_data = Data.make(Case(n, c, "float32", "logits"))
+        logits, y, t = logit_data.scores, logit_data.labels, logit_data.onehot
+        probs = Data.make(Case(n, c, "float32", "probs")).scores
         print(f"\nTiming on {n:,} x {c:,} float32 (median of {args.repeat}, after a warm-up call):")
         cases = [
             ("sparse, logits", lambda: xent.sparse_categorical_crossentropy(y, logits, from_logits=True)),
