@@ -66,3 +66,28 @@ def test_probabilities_zero_one_and_zero_rows(dtype):
     np.testing.assert_allclose(
         xent.sparse_categorical_crossentropy([1], p[2:], renormalize=False),
         [-np.log(np.float64(eps))], rtol=1e-6)
+
+
+@pytest.mark.parametrize("gap", [0.0, 5.0, 15.0, 40.0, 300.0, 1e6])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_guessed_shift_far_below_the_maximum(rng, dtype, gap):
+    """The one-pass shift is taken from the first elements and the label's logit; rows whose
+    maximum lies `gap` above them exercise the accepted path (small gaps) and the exact
+    fallback (large gaps, including a sum that would overflow)."""
+    import reference
+    from conftest import tolerances
+
+    n, c = 40, 300
+    z = rng.standard_normal((n, c))
+    z[:, 20:] += gap  # first 16 elements and (for labels < 16) the label sit `gap` below
+    y = rng.integers(0, 16, n)
+    z = z.astype(dtype)
+    t = rng.random((n, c))
+    rtol, atol = tolerances(dtype)
+    atol = atol * max(1.0, gap / 10) if dtype == np.float32 else atol * max(1.0, gap)
+    got = xent.sparse_categorical_crossentropy(y, z, from_logits=True)
+    want, _ = reference.sparse_categorical_crossentropy(y, z, True)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+    got = xent.categorical_crossentropy(t, z, from_logits=True)
+    want = reference.categorical_crossentropy(t, z, True)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
