@@ -13,6 +13,7 @@ from xent._keras_api import (
     categorical_crossentropy,
     sparse_categorical_crossentropy,
 )
+from xent._threading import get_num_threads, max_threads, set_num_threads, threading_layer
 
 __version__ = "0.1.0"
 
@@ -20,5 +21,9 @@ __all__ = [
     "CategoricalCrossentropy",
     "SparseCategoricalCrossentropy",
     "categorical_crossentropy",
+    "get_num_threads",
+    "max_threads",
+    "set_num_threads",
     "sparse_categorical_crossentropy",
+    "threading_layer",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from xent import kernels
+from xent._threading import ensure_threading_layer
 
 
 def _outputs(rows: np.ndarray, want_lse: bool):
@@ -22,6 +23,7 @@ def _clip_bounds(dtype, epsilon: float):
 
 
 def _rows(kind, rows, second, from_logits, smoothing, epsilon, renormalize, want_lse):
+    ensure_threading_layer()
     want_lse = want_lse and from_logits
     loss, lse = _outputs(rows, want_lse)
     if from_logits:

@@ -223,6 +223,9 @@ def run(cases, repeat: int = 7, budget_s: float = 2.0, progress=None) -> dict:
     """Time every available implementation on every case; returns a JSON-ready dict."""
     import numba
 
+    from xent._threading import ensure_threading_layer
+
+    ensure_threading_layer()
     impls = [i for i in REGISTRY if i.available()]
     results = []
     for k, case in enumerate(cases):

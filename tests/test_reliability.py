@@ -1,0 +1,195 @@
+"""Concurrency, processes, caching and the threading layer.
+
+Anything that could crash the interpreter runs in a subprocess, so a segfault or abort is a
+failed test with its output, not a dead pytest.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+import pytest
+
+import xent
+
+TIMEOUT = 600
+
+
+def run_python(code: str, env=None, timeout=TIMEOUT):
+    """Run ``code`` in a fresh interpreter; return the CompletedProcess."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout, env=full_env)
+
+
+def _calls(seed):
+    """One call of every public loss on inputs that depend on ``seed``."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((2000, 97)).astype(np.float32)
+    p = np.abs(z) + np.float32(0.01)
+    y = rng.integers(0, 97, 2000)
+    t = np.eye(97, dtype=np.float32)[y]
+    return [
+        xent.sparse_categorical_crossentropy(y, z, from_logits=True),
+        xent.categorical_crossentropy(t, z, from_logits=True, label_smoothing=0.1),
+        xent.sparse_categorical_crossentropy(y, p, label_smoothing=0.2),
+        xent.categorical_crossentropy(t, p),
+        xent.SparseCategoricalCrossentropy(from_logits=True)(y, z),
+        xent.CategoricalCrossentropy()(t, p, sample_weight=np.linspace(0, 1, 2000)),
+    ]
+
+
+def test_threading_layer_is_safe():
+    assert xent.threading_layer() in ("tbb", "omp")
+
+
+def test_eight_threads_calling_every_loss_concurrently():
+    serial = {seed: _calls(seed) for seed in range(8)}
+    barrier = threading.Barrier(8)
+
+    def work(seed):
+        barrier.wait()  # start together
+        return [_calls(seed) for _ in range(3)]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = dict(zip(range(8), pool.map(work, range(8))))
+    for seed, repeats in results.items():
+        for got in repeats:
+            for a, b in zip(got, serial[seed]):
+                np.testing.assert_array_equal(a, b)
+
+
+def test_workqueue_is_refused_not_aborting():
+    run = run_python("""
+        import xent
+        try:
+            xent.sparse_categorical_crossentropy([1], [[0.2, 0.8]])
+        except RuntimeError as exc:
+            print("refused:", exc)
+    """, env={"NUMBA_THREADING_LAYER": "workqueue"})
+    assert run.returncode == 0, run.stderr
+    assert "refused:" in run.stdout and "workqueue" in run.stdout
+
+
+MP_SCRIPT = """
+    import multiprocessing as mp, sys
+    import numpy as np
+    import xent
+
+    def work(seed):
+        rng = np.random.default_rng(seed)
+        z = rng.standard_normal((3000, 50)).astype(np.float32)
+        y = rng.integers(0, 50, 3000)
+        return xent.sparse_categorical_crossentropy(y, z, from_logits=True)
+
+    if __name__ == "__main__":
+        method = sys.argv[1]
+        parent = [work(s) for s in range(4)]          # kernels (and threads) running first
+        ctx = mp.get_context(method)
+        with ctx.Pool(2) as pool:
+            child = pool.map(work, range(4))
+        for a, b in zip(parent, child):
+            assert np.array_equal(a, b), method
+        print("ok", method, xent.threading_layer())
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_multiprocessing_after_kernels_ran_in_parent(tmp_path, method):
+    if method not in __import__("multiprocessing").get_all_start_methods():
+        pytest.skip(f"{method} is not available on this platform")
+    script = tmp_path / "mp_script.py"
+    script.write_text(textwrap.dedent(MP_SCRIPT))
+    run = subprocess.run([sys.executable, str(script), method], capture_output=True, text=True,
+                         timeout=TIMEOUT)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"ok {method}" in run.stdout
+
+
+def test_process_pool_executor(tmp_path):
+    script = tmp_path / "ppe.py"
+    script.write_text(textwrap.dedent("""
+        from concurrent.futures import ProcessPoolExecutor
+        import numpy as np
+        import xent
+
+        def work(seed):
+            rng = np.random.default_rng(seed)
+            p = rng.random((500, 30))
+            y = rng.integers(0, 30, 500)
+            return float(xent.SparseCategoricalCrossentropy()(y, p))
+
+        if __name__ == "__main__":
+            here = [work(s) for s in range(6)]
+            with ProcessPoolExecutor(3) as pool:
+                there = list(pool.map(work, range(6)))
+            assert here == there, (here, there)
+            print("ok")
+    """))
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=TIMEOUT)
+    assert run.returncode == 0 and "ok" in run.stdout, run.stdout + run.stderr
+
+
+def test_compiled_kernel_cache_shared_by_concurrent_processes(tmp_path):
+    """Several processes compile into, then load from, one empty cache at the same time
+    (numba#4807 reported segfaults in such a race)."""
+    code = textwrap.dedent("""
+        import numpy as np, xent
+        rng = np.random.default_rng(0)
+        z = rng.standard_normal((500, 40)); y = rng.integers(0, 40, 500)
+        print(repr(float(xent.SparseCategoricalCrossentropy(from_logits=True)(y, z))))
+        print(repr(float(xent.CategoricalCrossentropy()(np.eye(40)[y], np.abs(z)))))
+    """)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    outputs = []
+    for _round in ("compile", "load"):
+        procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=env) for _ in range(4)]
+        for p in procs:
+            out, err = p.communicate(timeout=TIMEOUT)
+            assert p.returncode == 0, err
+            outputs.append(out)
+    assert len(set(outputs)) == 1, outputs
+    assert any((tmp_path / "cache").rglob("*.nbi"))
+
+
+@pytest.fixture
+def restore_threads():
+    n = numba.get_num_threads()
+    yield
+    numba.set_num_threads(n)
+
+
+def test_set_num_threads_results_bit_identical(restore_threads):
+    counts = sorted({1, min(2, xent.max_threads()), xent.max_threads()})
+    results = []
+    for n in counts:
+        xent.set_num_threads(n)
+        assert xent.get_num_threads() == n
+        results.append(_calls(11))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_set_num_threads_validates(restore_threads):
+    with pytest.raises(ValueError, match="n must be between 1 and"):
+        xent.set_num_threads(0)
+    with pytest.raises(ValueError, match="n must be between 1 and"):
+        xent.set_num_threads(xent.max_threads() + 1)
+    with pytest.raises(TypeError, match="n must be an integer"):
+        xent.set_num_threads(1.5)
+
+
+def test_numba_num_threads_is_respected():
+    run = run_python("import xent; print(xent.max_threads(), xent.get_num_threads())",
+                     env={"NUMBA_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["1", "1"]
