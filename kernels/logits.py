@@ -15,8 +15,10 @@ exact path, where ``u`` is its distance below the maximum; a guessed shift can a
 ``u`` up to ``log2 ACCEPT = 24``: at most 1e-6 extra relative error of the sum in float32
 (about one ulp of a log-sum-exp near 10), 4e-15 in float64, and only when the guess
 is poor (for trained models the label's logit usually is the maximum).  The targets' sums are taken relative to the same ``M``, so large logits never
-cancel.  Sums run in the input precision over blocks of ``BLOCK`` elements and in float64
-across blocks.
+cancel.  The sum of exponentials (terms at most ``ACCEPT``) runs in the input precision over
+blocks of ``BLOCK`` elements and in float64 across blocks, and so do the target sums, which
+are recomputed in float64 throughout when a float32 block sum overflows (logits near the
+float32 limit); the plain sum of logits (smoothing) runs in float64.
 
 Edge rules (tested in ``tests/test_extremes.py``):
 
@@ -82,15 +84,15 @@ def _block_sum_exp2(block, shift):
 
 @njit(**ROW)
 def _block_sum(block):
-    acc = as_type_of(0.0, block[0])
+    acc = 0.0  # float64: a float32 row of logits near 1e38 must not overflow its sum
     for j in range(block.shape[0]):
-        acc += block[j]
-    return np.float64(acc)
+        acc += np.float64(block[j])
+    return acc
 
 
 @njit(**ROW)
 def row_sum(row):
-    """``sum row``, float64 result."""
+    """``sum row`` accumulated in float64."""
     s = 0.0
     for q in range(0, row.shape[0], BLOCK):
         s += _block_sum(row[q : q + BLOCK])
@@ -176,6 +178,20 @@ def _block_dense(block, tblock, shift, exact):
 
 
 @njit(**ROW)
+def _row_target_sums_f64(row, trow, shift):
+    """``(sum t, sum t (z - M))`` in float64 throughout: the rare rescue when the float32
+    block sums overflowed (logits near the float32 limit)."""
+    t_sum = 0.0
+    tz = 0.0
+    m = np.float64(shift)
+    for j in range(row.shape[0]):
+        t = np.float64(trow[j])
+        t_sum += t
+        tz += t * (np.float64(row[j]) - m) if t != 0.0 else 0.0
+    return t_sum, tz
+
+
+@njit(**ROW)
 def _dense_row_sums(row, trow, shift, exact):
     s = 0.0
     t_sum = 0.0
@@ -208,6 +224,8 @@ def dense_logits(z, t, smoothing, out_loss, out_lse):
         if not s <= ACCEPT:
             m = row_max(row)
             s, t_sum, tz = _dense_row_sums(row, trow, m, True)
+        if not (np.isfinite(tz) and np.isfinite(t_sum)):
+            t_sum, tz = _row_target_sums_f64(row, trow, m)
         log_s = np.log(s) if m != -np.inf else np.nan
         m64 = np.float64(m)
         if keep_lse:

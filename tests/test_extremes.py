@@ -91,3 +91,39 @@ def test_guessed_shift_far_below_the_maximum(rng, dtype, gap):
     got = xent.categorical_crossentropy(t, z, from_logits=True)
     want = reference.categorical_crossentropy(t, z, True)
     np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
+def test_float32_mean_over_1e8_rows_keeps_six_digits():
+    n, c = 100_000_000, 2
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((n, c), dtype=np.float32)
+    y = rng.integers(0, c, n, dtype=np.int8)
+    got = xent.SparseCategoricalCrossentropy(from_logits=True)(y, z)
+    assert got.dtype == np.float32
+    total = 0.0
+    for s in range(0, n, 10_000_000):  # float64 reference, chunked to bound memory
+        zz = z[s:s + 10_000_000].astype(np.float64)
+        yy = y[s:s + 10_000_000]
+        lse = np.logaddexp(zz[:, 0], zz[:, 1])
+        total += np.sum(lse - zz[np.arange(len(yy)), yy])
+    want = total / n
+    assert abs(float(got) - want) / want < 1e-6, (float(got), want)
+
+
+@pytest.mark.parametrize("from_logits", [True, False])
+def test_row_blocks_give_the_same_rows(rng, from_logits):
+    z = rng.standard_normal((1001, 37)).astype(np.float32)
+    if not from_logits:
+        z = np.abs(z)
+    y = rng.integers(0, 37, 1001)
+    t = rng.random((1001, 37)).astype(np.float32)
+    whole_s = xent.sparse_categorical_crossentropy(y, z, from_logits, label_smoothing=0.1)
+    whole_d = xent.categorical_crossentropy(t, z, from_logits, label_smoothing=0.1)
+    for start in range(0, 1001, 97):
+        blk = slice(start, start + 97)
+        np.testing.assert_array_equal(
+            xent.sparse_categorical_crossentropy(y[blk], z[blk], from_logits, label_smoothing=0.1),
+            whole_s[blk])
+        np.testing.assert_array_equal(
+            xent.categorical_crossentropy(t[blk], z[blk], from_logits, label_smoothing=0.1),
+            whole_d[blk])
