@@ -51,7 +51,13 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
     t = smoothed(_move(y_true, axis), label_smoothing)
     z = _move(y_pred, axis)
     logq = log_softmax(z) if from_logits else log_clipped_probs(z, epsilon, renormalize, dtype)
-    return weighted_neg_sum(t, logq)
+    loss = weighted_neg_sum(t, logq)
+    if from_logits:
+        # documented rule: a row with NaN, a +inf logit or only -inf logits has no softmax,
+        # so its loss is NaN even where every target weight is 0
+        no_softmax = np.isnan(z).any(-1) | (z == np.inf).any(-1) | (z == -np.inf).all(-1)
+        loss = np.where(no_softmax, np.nan, loss)
+    return loss
 
 
 def one_hot(labels, c):

@@ -127,3 +127,11 @@ def test_row_blocks_give_the_same_rows(rng, from_logits):
         np.testing.assert_array_equal(
             xent.categorical_crossentropy(t[blk], z[blk], from_logits, label_smoothing=0.1),
             whole_d[blk])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_rows_without_softmax_are_nan_even_with_zero_targets(dtype):
+    # found by the hostile-input search: NaN logit, C = 1, all-zero target row
+    z = np.array([[np.nan], [np.inf], [-np.inf]], dtype)
+    got = xent.categorical_crossentropy(np.zeros((3, 1), np.uint8), z, from_logits=True)
+    assert np.all(np.isnan(got))

@@ -172,6 +172,15 @@ def _jax_dense(data: Data):
     return lambda: float(f(z, t).block_until_ready())
 
 
+def _keras(data: Data, sparse: bool):
+    import keras  # backend from KERAS_BACKEND (jax or torch; TensorFlow is the default)
+
+    loss = (keras.losses.SparseCategoricalCrossentropy if sparse
+            else keras.losses.CategoricalCrossentropy)(from_logits=data.case.inputs == "logits")
+    target = data.labels if sparse else data.onehot
+    return lambda: float(np.asarray(loss(target, data.scores)))
+
+
 def _rowsum_baseline(data: Data):
     from xent.kernels.baseline import row_sums
 
@@ -189,6 +198,8 @@ REGISTRY: list[Impl] = [
     Impl("torch dense", "dense", _torch_dense, requires="torch"),
     Impl("jax sparse", "sparse", _jax_sparse, requires="jax"),
     Impl("jax dense", "dense", _jax_dense, requires="jax"),
+    Impl("keras sparse", "sparse", lambda d: _keras(d, True), requires="keras"),
+    Impl("keras dense", "dense", lambda d: _keras(d, False), requires="keras"),
 ]
 
 
@@ -219,7 +230,61 @@ def time_call(fn: Callable[[], float], repeat: int, budget_s: float) -> tuple[fl
     return float(np.median(times)), value
 
 
-def run(cases, repeat: int = 7, budget_s: float = 2.0, progress=None) -> dict:
+def peak_extra_mib(fn: Callable[[], float]) -> float:
+    """Peak memory NumPy allocates during one call (``tracemalloc``; inputs already exist).
+
+    Counts what the call allocates beyond its inputs: outputs, label copies, temporaries.
+    Allocations made outside NumPy (PyTorch, JAX) are not seen; those rows show ``None``.
+    """
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak / 2**20
+
+
+_STARTUP_CODE = """
+import time
+t0 = time.perf_counter()
+import numpy as np, xent
+t1 = time.perf_counter()
+z = np.random.default_rng(0).standard_normal((1000, 100)).astype(np.float32)
+y = np.arange(1000) % 100
+xent.sparse_categorical_crossentropy(y, z, from_logits=True)
+t2 = time.perf_counter()
+xent.categorical_crossentropy(np.eye(100, dtype=np.float32)[y], z, from_logits=True)
+t3 = time.perf_counter()
+print(t1 - t0, t2 - t1, t3 - t2)
+"""
+
+
+def startup_times() -> dict:
+    """Import and first-call seconds of two fresh processes sharing an empty kernel cache:
+    the first compiles (cold), the second loads what the first cached."""
+    import os
+    import subprocess
+    import tempfile
+
+    out = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        for name in ("cold", "cached"):
+            run = subprocess.run([sys.executable, "-c", _STARTUP_CODE], capture_output=True,
+                                 text=True, env=env, timeout=600)
+            if run.returncode != 0:
+                out[name] = {"error": run.stderr.strip().splitlines()[-1:]}
+                continue
+            imp, sparse, dense = (float(v) for v in run.stdout.split())
+            out[name] = {"import_s": imp, "first_sparse_call_s": sparse,
+                         "first_dense_call_s": dense}
+    return out
+
+
+def run(cases, repeat: int = 7, budget_s: float = 2.0, progress=None, startup=True) -> dict:
     """Time every available implementation on every case; returns a JSON-ready dict."""
     import numba
 
@@ -241,18 +306,23 @@ def run(cases, repeat: int = 7, budget_s: float = 2.0, progress=None) -> dict:
             seconds, value = time_call(fn, repeat, budget_s)
             ok = impl.loss == "baseline" or bool(np.isclose(value, want, rtol=1e-4, atol=1e-5))
             nbytes = impl.nbytes(data)
+            traced = impl.requires is None  # tracemalloc sees NumPy's allocations only
             rows.append(dict(impl=impl.name, loss=impl.loss, ms=seconds * 1e3, bytes=nbytes,
-                             gbps=nbytes / seconds / 1e9, value=value, correct=ok))
+                             gbps=nbytes / seconds / 1e9, value=value, correct=ok,
+                             peak_extra_mib=peak_extra_mib(fn) if traced else None))
         base = next(r for r in rows if r["loss"] == "baseline")
         for r in rows:
             r["pct_of_baseline"] = 100.0 * r["gbps"] / base["gbps"]
         results.append(dict(case=dataclasses.asdict(case), label=case.label, expected=want,
                              results=rows))
+    if progress and startup:
+        progress("compile and first-call times in fresh processes")
     return dict(
         machine=machine_info(),
         threads=numba.get_num_threads(),
         threading_layer=_threading_layer(),
         results=results,
+        startup=startup_times() if startup else None,
     )
 
 
@@ -310,15 +380,32 @@ def format_table(report: dict) -> str:
     for entry in report["results"]:
         lines.append("")
         lines.append(f"### {entry['label']}")
-        lines.append("| implementation | ms | GB/s | % of row-sum | correct |")
-        lines.append("|---|---:|---:|---:|:-:|")
+        lines.append("| implementation | ms | GB/s | % of row-sum | extra MiB | correct |")
+        lines.append("|---|---:|---:|---:|---:|:-:|")
         for r in entry["results"]:
+            mib = r.get("peak_extra_mib")
+            mib = "n/a" if mib is None else f"{mib:.1f}"
             lines.append(f"| {r['impl']} | {r['ms']:.2f} | {r['gbps']:.1f} | "
-                         f"{r['pct_of_baseline']:.0f}% | {'yes' if r['correct'] else 'NO'} |")
+                         f"{r['pct_of_baseline']:.0f}% | {mib} | "
+                         f"{'yes' if r['correct'] else 'NO'} |")
         sp = speedups(entry)
         if sp:
             lines.append("")
             lines.append("speed-ups: " + ", ".join(f"{k} {v:.1f}x" for k, v in sp.items()))
+    st = report.get("startup")
+    if st:
+        lines.append("")
+        lines.append("### Start-up (fresh processes, one empty kernel cache)")
+        for name, v in st.items():
+            if "error" in v:
+                lines.append(f"- {name}: failed: {v['error']}")
+            else:
+                lines.append(f"- {name}: import {v['import_s']:.2f} s, first sparse call "
+                             f"{v['first_sparse_call_s']:.2f} s, first dense call "
+                             f"{v['first_dense_call_s']:.2f} s")
+    lines.append("")
+    lines.append("extra MiB: peak NumPy allocation during one call beyond the inputs (tracemalloc; "
+                 "n/a for peers that allocate outside NumPy).")
     return "\n".join(lines)
 
 
