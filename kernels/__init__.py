@@ -7,17 +7,29 @@ do not count.  The kernels never read outside their arrays, even if handed a lab
 range (that row gets NaN), but the wrappers validate before calling them.
 """
 
-from .logits import BLOCK, IGNORED, dense_logits, row_max, row_sum, row_sum_exp, sparse_logits
+from .logits import (
+    BLOCK,
+    IGNORED,
+    SHORT_ROW,
+    dense_logits,
+    row_max,
+    row_sum,
+    row_sum_exp,
+    sparse_logits,
+    sparse_logits_short_rows,
+)
 from .probs import dense_probs, sparse_probs
 
 __all__ = [
     "BLOCK",
     "IGNORED",
+    "SHORT_ROW",
     "dense_logits",
     "dense_probs",
     "row_max",
     "row_sum",
     "row_sum_exp",
     "sparse_logits",
+    "sparse_logits_short_rows",
     "sparse_probs",
 ]

@@ -27,7 +27,12 @@ def _rows(kind, rows, second, from_logits, smoothing, epsilon, renormalize, want
     want_lse = want_lse and from_logits
     loss, lse = _outputs(rows, want_lse)
     if from_logits:
-        kernel = kernels.sparse_logits if kind == "sparse" else kernels.dense_logits
+        if kind == "dense":
+            kernel = kernels.dense_logits
+        elif rows.shape[1] <= kernels.SHORT_ROW:
+            kernel = kernels.sparse_logits_short_rows  # many short rows: row blocks
+        else:
+            kernel = kernels.sparse_logits
         kernel(rows, second, float(smoothing), loss, lse)
     else:
         kernel = kernels.sparse_probs if kind == "sparse" else kernels.dense_probs
