@@ -40,6 +40,7 @@ from ._math import (
     fast_log,
     from_ordered_bits,
     ordered_bits,
+    tanh_f64,
 )
 
 #: Label value the wrappers use for rows that must not count (``ignore_class``).
@@ -129,20 +130,87 @@ def guess_shift(row):
     return row_max(row[:GUESS])
 
 
+@njit(**ROW)
+def _weighted_shift_sums(row, w, m):
+    """``(sum w, sum w (z - M))`` in float64; a class of weight 0 adds nothing (even for a
+    ``-inf`` logit, where ``0 * -inf`` would be NaN)."""
+    w_sum = 0.0
+    wz = 0.0
+    for j in range(row.shape[0]):
+        wj = w[j]
+        w_sum += wj
+        wz += wj * (np.float64(row[j]) - m) if wj != 0.0 else 0.0
+    return w_sum, wz
+
+
 @njit(**SCALAR)
-def _sparse_row_loss(row, y, m, log_s, smoothing):
+def _sparse_row_loss(row, y, m, log_s, smoothing, w):
     """The sparse loss of one row from its ``(M, log s)``: IGNORED gives 0, a label outside
-    the row NaN (never read)."""
+    the row NaN (never read).
+
+    ``w`` holds class weights (float64, length C) or is empty: with weights the loss is
+    ``(1 - eps) w_y (lse - z_y) + (eps / C) sum_c w_c (lse - z_c)`` (PyTorch's rule),
+    without ``(1 - eps) (lse - z_y) + eps (lse - mean z)``.
+    """
     c = row.shape[0]
     if y == IGNORED:
         return 0.0
     if y < 0 or y >= c:
         return np.nan
     loss = log_s - (np.float64(row[y]) - m)
+    weighted = w.shape[0] == c
+    if weighted:
+        loss *= w[y]
     if smoothing != 0.0:
-        mean_shift = row_sum(row) / c - m
-        loss = (1.0 - smoothing) * loss + smoothing * (log_s - mean_shift)
+        if weighted:
+            w_sum, wz = _weighted_shift_sums(row, w, m)
+            smooth = (w_sum * log_s - wz) / c
+        else:
+            smooth = log_s - (row_sum(row) / c - m)
+        loss = (1.0 - smoothing) * loss + smoothing * smooth
     return loss
+
+
+# ------------------------------------------------------------ transformed rows
+# Soft-capping and class masks change every element of a row before it enters the
+# statistics.  Rather than branch inside the vectorised loops (which would slow the plain
+# path), a transformed row is written to a per-thread buffer of C elements, L2-resident for
+# vocabularies up to ~100k in float32, and the plain row code runs on the buffer: O(C) per
+# thread of extra memory, never O(N C).
+
+
+@njit(**ROW)
+def _cap_row(row, cap, buf):
+    """``buf = cap tanh(row / cap)`` (a copy when ``cap == 0``)."""
+    if cap == 0.0:
+        for j in range(row.shape[0]):
+            buf[j] = row[j]
+    else:
+        inv = 1.0 / cap
+        for j in range(row.shape[0]):
+            buf[j] = cap * tanh_f64(np.float64(row[j]) * inv)
+
+
+@njit(**ROW)
+def _cap_mask_row(row, keep, cap, buf):
+    """:func:`_cap_row`, then ``-inf`` where ``keep`` is False: masked classes leave the
+    normaliser (``exp(-inf) = 0``)."""
+    _cap_row(row, cap, buf)
+    minus_inf = as_type_of(-np.inf, buf[0])
+    for j in range(row.shape[0]):
+        buf[j] = buf[j] if keep[j] else minus_inf
+
+
+#: Row chunks of the buffered kernels (one buffer each): enough to balance any thread
+#: count, few enough that allocation does not matter.  (Asking Numba for the thread count
+#: inside a kernel would make it uncachable.)
+ROW_CHUNKS = 256
+
+
+@njit(**SCALAR)
+def _row_chunks(n):
+    """Rows per chunk for the buffered kernels."""
+    return max(1, (n + ROW_CHUNKS - 1) // ROW_CHUNKS)
 
 
 @njit(**SCALAR)
@@ -156,24 +224,48 @@ def _sparse_guess(row, y):
     return guess
 
 
+@njit(**SCALAR)
+def _sparse_row(row, y, smoothing, w):
+    """``(loss, lse)`` of one row of logits."""
+    m, log_s = row_lse_parts(row, _sparse_guess(row, y))
+    return _sparse_row_loss(row, y, m, log_s, smoothing, w), m + log_s
+
+
 @njit(**PARALLEL)
-def sparse_logits(z, labels, smoothing, out_loss, out_lse):
+def sparse_logits(z, labels, smoothing, class_weights, softcap, class_mask, out_loss, out_lse):
     """Per-row sparse cross-entropy from logits.
 
-    ``loss_i = (1 - eps) (lse_i - z[i, y_i]) + eps (lse_i - mean_c z[i, c])``; rows whose
-    label is ``IGNORED`` get 0; a label outside ``[0, C)`` (never passed by the wrappers)
-    gets NaN instead of reading outside the row.  ``out_lse`` of length N receives the
-    log-sum-exp of each row; pass an empty array to skip it.
+    ``loss_i = (1 - eps) (lse_i - z[i, y_i]) + eps (lse_i - mean_c z[i, c])``; with
+    ``class_weights`` (float64, length C; empty for none) PyTorch's weighted form (see
+    :func:`_sparse_row_loss`).  Rows whose label is ``IGNORED`` get 0; a label outside
+    ``[0, C)`` (never passed by the wrappers) gets NaN instead of reading outside the row.
+    ``softcap > 0`` replaces each logit by ``softcap tanh(z / softcap)`` first;
+    ``class_mask`` (bool, N x C, any strides; shape (0, 0) for none) drops the classes
+    where it is False from the normaliser.  ``out_lse`` of length N receives the
+    log-sum-exp of each (transformed) row; pass an empty array to skip it.
     """
-    n = z.shape[0]
+    n, c = z.shape
     keep_lse = out_lse.shape[0] == n
-    for i in prange(n):
-        row = z[i]
-        y = labels[i]
-        m, log_s = row_lse_parts(row, _sparse_guess(row, y))
-        if keep_lse:
-            out_lse[i] = m + log_s
-        out_loss[i] = _sparse_row_loss(row, y, m, log_s, smoothing)
+    masked = class_mask.shape[0] == n
+    if softcap == 0.0 and not masked:
+        for i in prange(n):
+            loss, lse = _sparse_row(z[i], labels[i], smoothing, class_weights)
+            out_loss[i] = loss
+            if keep_lse:
+                out_lse[i] = lse
+        return
+    per = _row_chunks(n)
+    for b in prange((n + per - 1) // per):
+        buf = np.empty(c, z.dtype)
+        for i in range(b * per, min(n, (b + 1) * per)):
+            if masked:
+                _cap_mask_row(z[i], class_mask[i], softcap, buf)
+            else:
+                _cap_row(z[i], softcap, buf)
+            loss, lse = _sparse_row(buf, labels[i], smoothing, class_weights)
+            out_loss[i] = loss
+            if keep_lse:
+                out_lse[i] = lse
 
 
 # ------------------------------------------------------------ many short rows
@@ -214,7 +306,7 @@ def _log_inplace(values):
 
 
 @njit(**PARALLEL)
-def sparse_logits_short_rows(z, labels, smoothing, out_loss, out_lse):
+def sparse_logits_short_rows(z, labels, smoothing, class_weights, out_loss, out_lse):
     """:func:`sparse_logits` for many short rows (C <= ``SHORT_ROW``).
 
     Per-row loops of a few elements cost more than their arithmetic, so rows are taken in
@@ -222,7 +314,8 @@ def sparse_logits_short_rows(z, labels, smoothing, out_loss, out_lse):
     (its first logit for an ignored row) into a block buffer, ``2**u`` runs as one long
     vectorised loop over the whole block, then come per-row sums and one vectorised log.  A
     row whose sum exceeds ``ACCEPT`` (its label's logit lies far below its maximum, or it
-    holds NaN or inf) is recomputed on its own as in :func:`sparse_logits`.  Every row's
+    holds NaN or inf) is recomputed on its own as in :func:`sparse_logits`.  No soft-cap or
+    class mask here (the engine sends those to :func:`sparse_logits`).  Every row's
     result depends on that row only, so blocks, row order and thread count do not change it.
     """
     n, c = z.shape
@@ -254,7 +347,7 @@ def sparse_logits_short_rows(z, labels, smoothing, out_loss, out_lse):
                 m, log_s = row_lse_parts(row, _sparse_guess(row, y))
             if keep_lse:
                 out_lse[i] = m + log_s
-            out_loss[i] = _sparse_row_loss(row, y, m, log_s, smoothing)
+            out_loss[i] = _sparse_row_loss(row, y, m, log_s, smoothing, class_weights)
 
 
 @njit(**ROW)
@@ -304,34 +397,85 @@ def _dense_row_sums(row, trow, shift, exact):
     return s, t_sum, tz
 
 
+@njit(**SCALAR)
+def _dense_row(row, trow, smoothing, w):
+    """``(loss, lse)`` of one row of logits against one target row.
+
+    With class weights ``w`` (non-empty) ``trow`` must already hold ``w t``: the smoothing
+    term then becomes ``(eps / C) sum_c w_c (lse - z_c)``.
+    """
+    c = row.shape[0]
+    m = guess_shift(row)
+    s, t_sum, tz = _dense_row_sums(row, trow, m, False)
+    if not s <= ACCEPT:
+        m = row_max(row)
+        s, t_sum, tz = _dense_row_sums(row, trow, m, True)
+    if not (np.isfinite(tz) and np.isfinite(t_sum)):
+        t_sum, tz = _row_target_sums_f64(row, trow, m)
+    log_s = np.log(s) if m != -np.inf else np.nan
+    m64 = np.float64(m)
+    loss = t_sum * log_s - tz
+    if smoothing != 0.0:
+        if w.shape[0] == c:
+            w_sum, wz = _weighted_shift_sums(row, w, m64)
+            smooth = (w_sum * log_s - wz) / c
+        else:
+            smooth = log_s - (row_sum(row) / c - m64)
+        loss = (1.0 - smoothing) * loss + smoothing * smooth
+    return loss, m64 + log_s
+
+
+@njit(**ROW)
+def _weigh_targets(trow, w, tbuf):
+    """``tbuf = w t`` (``t`` where ``w`` is empty)."""
+    weighted = w.shape[0] == trow.shape[0]
+    for j in range(trow.shape[0]):
+        t = np.float64(trow[j])
+        tbuf[j] = t * w[j] if weighted else t
+
+
+@njit(**ROW)
+def _weigh_mask_targets(trow, w, keep, tbuf):
+    """:func:`_weigh_targets`, then 0 where ``keep`` is False."""
+    _weigh_targets(trow, w, tbuf)
+    for j in range(trow.shape[0]):
+        tbuf[j] = tbuf[j] if keep[j] else 0.0
+
+
 @njit(**PARALLEL)
-def dense_logits(z, t, smoothing, out_loss, out_lse):
+def dense_logits(z, t, smoothing, class_weights, softcap, class_mask, out_loss, out_lse):
     """Per-row categorical cross-entropy from logits and target rows.
 
     With ``t' = (1 - eps) t + eps / C``: ``loss_i = sum_c t'_c (lse_i - z_c)``, computed as
     ``(1 - eps) (T log s - sum t (z - M)) + eps (log s - mean (z - M))`` with
     ``T = sum t`` and ``s = sum exp(z - M)``, so that large logits do not cancel.  One
     fused pass over logits and targets (two when the guessed shift is rejected): no
-    N x C temporary.
+    N x C temporary.  ``class_weights`` (float64, length C; empty for none) gives
+    PyTorch's ``sum_c w_c t'_c (lse - z_c)``; ``softcap`` and ``class_mask`` as in
+    :func:`sparse_logits` (a masked class's target counts 0).
     """
     n, c = z.shape
     keep_lse = out_lse.shape[0] == n
-    for i in prange(n):
-        row = z[i]
-        trow = t[i]
-        m = guess_shift(row)
-        s, t_sum, tz = _dense_row_sums(row, trow, m, False)
-        if not s <= ACCEPT:
-            m = row_max(row)
-            s, t_sum, tz = _dense_row_sums(row, trow, m, True)
-        if not (np.isfinite(tz) and np.isfinite(t_sum)):
-            t_sum, tz = _row_target_sums_f64(row, trow, m)
-        log_s = np.log(s) if m != -np.inf else np.nan
-        m64 = np.float64(m)
-        if keep_lse:
-            out_lse[i] = m64 + log_s
-        loss = t_sum * log_s - tz
-        if smoothing != 0.0:
-            mean_shift = row_sum(row) / c - m64
-            loss = (1.0 - smoothing) * loss + smoothing * (log_s - mean_shift)
-        out_loss[i] = loss
+    masked = class_mask.shape[0] == n
+    if softcap == 0.0 and not masked and class_weights.shape[0] == 0:
+        for i in prange(n):
+            loss, lse = _dense_row(z[i], t[i], smoothing, class_weights)
+            out_loss[i] = loss
+            if keep_lse:
+                out_lse[i] = lse
+        return
+    per = _row_chunks(n)
+    for b in prange((n + per - 1) // per):
+        buf = np.empty(c, z.dtype)
+        tbuf = np.empty(c, z.dtype)
+        for i in range(b * per, min(n, (b + 1) * per)):
+            if masked:
+                _cap_mask_row(z[i], class_mask[i], softcap, buf)
+                _weigh_mask_targets(t[i], class_weights, class_mask[i], tbuf)
+            else:
+                _cap_row(z[i], softcap, buf)
+                _weigh_targets(t[i], class_weights, tbuf)
+            loss, lse = _dense_row(buf, tbuf, smoothing, class_weights)
+            out_loss[i] = loss
+            if keep_lse:
+                out_lse[i] = lse

@@ -22,37 +22,51 @@ def _clip_bounds(dtype, epsilon: float):
     return t(epsilon), t(1.0) - t(epsilon)
 
 
-def _rows(kind, rows, second, from_logits, smoothing, epsilon, renormalize, want_lse):
+_NO_WEIGHTS = np.empty(0, np.float64)
+_NO_MASK = np.empty((0, 0), np.bool_)
+
+
+def _rows(kind, rows, second, *, from_logits, smoothing=0.0, epsilon=1e-7, renormalize=True,
+          want_lse=False, class_weights=None, softcap=0.0, class_mask=None):
     ensure_threading_layer()
     want_lse = want_lse and from_logits
     loss, lse = _outputs(rows, want_lse)
+    weights = _NO_WEIGHTS if class_weights is None else class_weights
     if from_logits:
+        mask = _NO_MASK if class_mask is None else class_mask
+        plain = softcap == 0.0 and class_mask is None
         if kind == "dense":
-            kernel = kernels.dense_logits
-        elif rows.shape[1] <= kernels.SHORT_ROW:
-            kernel = kernels.sparse_logits_short_rows  # many short rows: row blocks
+            kernels.dense_logits(rows, second, float(smoothing), weights, float(softcap), mask,
+                                 loss, lse)
+        elif plain and rows.shape[1] <= kernels.SHORT_ROW:
+            # many short rows: row blocks
+            kernels.sparse_logits_short_rows(rows, second, float(smoothing), weights, loss, lse)
         else:
-            kernel = kernels.sparse_logits
-        kernel(rows, second, float(smoothing), loss, lse)
+            kernels.sparse_logits(rows, second, float(smoothing), weights, float(softcap), mask,
+                                  loss, lse)
     else:
+        if class_weights is not None or softcap or class_mask is not None:
+            raise AssertionError("class weights, soft-capping and masks need logits")
         kernel = kernels.sparse_probs if kind == "sparse" else kernels.dense_probs
         lo, hi = _clip_bounds(rows.dtype, epsilon)
         kernel(rows, second, float(smoothing), lo, hi, bool(renormalize), loss)
     return loss, (lse if want_lse else None)
 
 
-def sparse_rows(rows, labels, *, from_logits, smoothing=0.0, epsilon=1e-7, renormalize=True,
-                want_lse=False):
+def sparse_rows(rows, labels, **options):
     """Per-row sparse cross-entropy (and log-sum-exp of logits on request).
 
     ``rows``: float32/float64 ``(N, C)``; ``labels``: int64 ``(N,)`` validated, ``IGNORED``
-    for rows that give 0.  Returns ``(loss, lse)``, both of ``rows.dtype``; ``lse`` is
-    ``None`` unless requested (logits only).
+    for rows that give 0.  Options (keyword-only): ``from_logits``, ``smoothing``,
+    ``epsilon``, ``renormalize`` (probabilities); ``want_lse``, ``class_weights`` (float64
+    ``(C,)``), ``softcap`` (0 for none), ``class_mask`` (bool ``(N, C)``, any strides)
+    (logits).  Returns ``(loss, lse)``, both of ``rows.dtype``; ``lse`` is ``None`` unless
+    requested (logits only).
     """
-    return _rows("sparse", rows, labels, from_logits, smoothing, epsilon, renormalize, want_lse)
+    return _rows("sparse", rows, labels, **options)
 
 
-def dense_rows(rows, targets, *, from_logits, smoothing=0.0, epsilon=1e-7, renormalize=True,
-               want_lse=False):
-    """Per-row categorical cross-entropy against target rows of the same shape."""
-    return _rows("dense", rows, targets, from_logits, smoothing, epsilon, renormalize, want_lse)
+def dense_rows(rows, targets, **options):
+    """Per-row categorical cross-entropy against target rows of the same shape; options as
+    :func:`sparse_rows` (class weights multiply the targets, as PyTorch does)."""
+    return _rows("dense", rows, targets, **options)
