@@ -18,7 +18,7 @@ from .logits import (
     sparse_logits,
     sparse_logits_short_rows,
 )
-from .probs import dense_probs, sparse_probs
+from .probs import dense_probs, probability_rows, sparse_probs
 
 __all__ = [
     "BLOCK",
@@ -26,6 +26,7 @@ __all__ = [
     "SHORT_ROW",
     "dense_logits",
     "dense_probs",
+    "probability_rows",
     "row_max",
     "row_sum",
     "row_sum_exp",

@@ -70,3 +70,12 @@ def dense_rows(rows, targets, **options):
     """Per-row categorical cross-entropy against target rows of the same shape; options as
     :func:`sparse_rows` (class weights multiply the targets, as PyTorch does)."""
     return _rows("dense", rows, targets, **options)
+
+
+def probability_checks(rows):
+    """``(row sums in float64, per-row count of entries outside [0, 1] or NaN)``."""
+    ensure_threading_layer()
+    n = rows.shape[0]
+    sums, bad = np.empty(n), np.empty(n, np.int64)
+    kernels.probability_rows(rows, sums, bad)
+    return sums, bad

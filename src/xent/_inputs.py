@@ -110,13 +110,42 @@ def check_epsilon(epsilon) -> float:
     return e
 
 
-def check_ignore_class(ignore_class):
+def check_ignore_class(ignore_class, name: str = "ignore_class"):
     """``None`` or an integer label value."""
     if ignore_class is None:
         return None
     if isinstance(ignore_class, (bool, np.bool_)) or not isinstance(ignore_class, numbers.Integral):
-        raise TypeError(f"ignore_class must be None or an integer, got {ignore_class!r}")
+        raise TypeError(f"{name} must be None or an integer, got {ignore_class!r}")
     return int(ignore_class)
+
+
+def check_real(value, name: str, *, positive: bool = False) -> float:
+    """A finite real number that is >= 0 (> 0 with ``positive``), as float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    v = float(value)
+    if not np.isfinite(v) or v < 0.0 or (positive and v == 0.0):
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return v
+
+
+def as_class_weights(weight, n_classes: int, name: str = "weight") -> np.ndarray | None:
+    """Per-class weights as a float64 array of length C (``None`` stays ``None``)."""
+    if weight is None:
+        return None
+    w = as_array(weight, name)
+    if w.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold numbers, got {_describe(w)}")
+    if w.shape != (n_classes,):
+        raise ValueError(
+            f"{name} must have shape ({n_classes},) (one weight per class), got {w.shape}"
+        )
+    w = w.astype(np.float64)
+    if not np.isfinite(w).all():
+        k = int(np.argmax(~np.isfinite(w)))
+        raise ValueError(f"{name} has the non-finite value {w[k]!r} at index {k}")
+    return w
 
 
 def _position(flat_index: int, shape: tuple) -> str:
@@ -134,6 +163,8 @@ def as_labels(
     ignore_class=None,
     name: str = "y_true",
     pred_name: str = "y_pred",
+    ignore_name: str = "ignore_class",
+    integer_only: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Validated integer labels as a flat int64 array, ignored entries set to ``IGNORED``.
 
@@ -142,10 +173,13 @@ def as_labels(
     whole numbers (never cast to a float type); a trailing size-1 axis is squeezed as Keras
     does.  Raises ``TypeError`` for bool/complex/object/string labels and ``ValueError``
     naming the first offending value and its position for NaN, non-integral or
-    out-of-range labels.
+    out-of-range labels.  ``integer_only`` refuses floats (PyTorch and optax do);
+    ``ignore_name`` is how the caller's API spells ``ignore_class`` in messages.
     """
     y = as_array(y_true, name)
     kind = y.dtype.kind
+    if integer_only and kind not in "iu":
+        raise TypeError(f"{name} must hold integer class indices, got {_describe(y)}")
     if kind not in "iuf":
         raise TypeError(
             f"{name} must hold integer class labels (any integer dtype, or floats holding "
@@ -163,7 +197,7 @@ def as_labels(
                 f"(or a trailing axis of size 1)"
             )
     flat = y.reshape(-1)
-    ignore_class = check_ignore_class(ignore_class)
+    ignore_class = check_ignore_class(ignore_class, ignore_name)
     ignored = None if ignore_class is None else flat == ignore_class
 
     def fail(bad: np.ndarray, why: str):
@@ -171,7 +205,7 @@ def as_labels(
         raise ValueError(
             f"{name} has {why} {flat[k].item()!r} at {_position(k, y.shape)}; labels must be "
             f"integers in [0, {n_classes}) (the size of {pred_name}'s class axis, axis={axis})"
-            + ("" if ignore_class is None else f" or ignore_class={ignore_class}")
+            + ("" if ignore_class is None else f" or {ignore_name}={ignore_class}")
         )
 
     if flat.size:

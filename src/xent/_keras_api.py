@@ -21,6 +21,7 @@ from xent._inputs import (
     to_rows,
 )
 from xent._reduce import check_keras_reduction, keras_reduce
+from xent._vocab import LargeVocab, check_large_vocab, package, z_terms
 
 #: Keras's default ``backend.epsilon()``.
 EPSILON = 1e-7
@@ -36,35 +37,62 @@ def _prepare(y_pred, axis, label_smoothing, epsilon):
     return pred, rows, batch_shape, ax, smoothing, eps
 
 
-def _sparse(y_true, y_pred, from_logits, ignore_class, axis, label_smoothing, epsilon, renormalize):
-    """Per-sample sparse losses and the mask of counted entries (``None``: all count)."""
+_PLAIN = LargeVocab()
+
+
+def _with_vocab(loss, lse, valid, opts, batch_shape):
+    """Add the z-loss and package the outputs the large-vocabulary options ask for."""
+    z = z_terms(lse, opts, None if valid is None else valid.reshape(-1))
+    if z is not None and opts.z_loss:
+        loss = loss + z
+    shape = tuple(batch_shape)
+    return package(
+        loss.reshape(shape),
+        None if z is None else z.reshape(shape),
+        None if lse is None else lse.reshape(shape),
+        opts,
+    )
+
+
+def _sparse(y_true, y_pred, from_logits, ignore_class, axis, label_smoothing, epsilon, renormalize,
+            opts=_PLAIN):
+    """Per-sample sparse losses and the mask of counted entries (``None``: all count);
+    with large-vocabulary options, the packaged outputs instead of the losses."""
     _, rows, batch_shape, _, smoothing, eps = _prepare(y_pred, axis, label_smoothing, epsilon)
     labels, valid = as_labels(
         y_true, batch_shape, rows.shape[1], axis=axis, ignore_class=ignore_class
     )
-    loss, _ = _engine.sparse_rows(
+    loss, lse = _engine.sparse_rows(
         rows,
         labels,
         from_logits=bool(from_logits),
         smoothing=smoothing,
         epsilon=eps,
         renormalize=renormalize,
+        softcap=opts.softcap,
+        want_lse=opts.want_lse,
     )
-    return loss.reshape(batch_shape), valid
+    if opts is _PLAIN:
+        return loss.reshape(batch_shape), valid
+    return _with_vocab(loss, lse, valid, opts, batch_shape), valid
 
 
-def _dense(y_true, y_pred, from_logits, label_smoothing, axis, epsilon, renormalize):
+def _dense(y_true, y_pred, from_logits, label_smoothing, axis, epsilon, renormalize, opts=_PLAIN):
     pred, rows, batch_shape, ax, smoothing, eps = _prepare(y_pred, axis, label_smoothing, epsilon)
     trows, _ = to_rows(as_targets(y_true, pred.shape), ax, name="y_true")
-    loss, _ = _engine.dense_rows(
+    loss, lse = _engine.dense_rows(
         rows,
         trows,
         from_logits=bool(from_logits),
         smoothing=smoothing,
         epsilon=eps,
         renormalize=renormalize,
+        softcap=opts.softcap,
+        want_lse=opts.want_lse,
     )
-    return loss.reshape(batch_shape)
+    if opts is _PLAIN:
+        return loss.reshape(batch_shape)
+    return _with_vocab(loss, lse, None, opts, batch_shape)
 
 
 def sparse_categorical_crossentropy(
@@ -77,6 +105,10 @@ def sparse_categorical_crossentropy(
     *,
     epsilon=EPSILON,
     renormalize=True,
+    z_loss=0.0,
+    softcap=None,
+    return_lse=False,
+    return_z_loss=False,
 ):
     r"""Per-sample cross-entropy between integer labels and predictions (Keras 3 semantics).
 
@@ -141,10 +173,13 @@ def sparse_categorical_crossentropy(
     >>> xent.sparse_categorical_crossentropy([1, 2], y_pred, label_smoothing=0.1)
     array([0.68500134, 2.23327037])
     """
-    loss, _ = _sparse(
-        y_true, y_pred, from_logits, ignore_class, axis, label_smoothing, epsilon, renormalize
+    opts = check_large_vocab(z_loss, softcap, return_lse, return_z_loss,
+                             from_logits=bool(from_logits))
+    out, _ = _sparse(
+        y_true, y_pred, from_logits, ignore_class, axis, label_smoothing, epsilon, renormalize,
+        opts if opts != _PLAIN else _PLAIN,
     )
-    return loss
+    return out
 
 
 def categorical_crossentropy(
@@ -156,6 +191,10 @@ def categorical_crossentropy(
     *,
     epsilon=EPSILON,
     renormalize=True,
+    z_loss=0.0,
+    softcap=None,
+    return_lse=False,
+    return_z_loss=False,
 ):
     r"""Per-sample cross-entropy between target rows and predictions (Keras 3 semantics).
 
@@ -186,6 +225,8 @@ def categorical_crossentropy(
         Clipping bound for probabilities.
     renormalize : bool, default True
         Divide probability rows by their sum first (Keras).
+    z_loss, softcap, return_lse, return_z_loss : keyword-only, logits only
+        Large-vocabulary options, as in :func:`sparse_categorical_crossentropy`.
 
     Returns
     -------
@@ -207,7 +248,10 @@ def categorical_crossentropy(
     >>> xent.categorical_crossentropy(y_true, [[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]], from_logits=True)
     array([1.40760596, 1.09861229])
     """
-    return _dense(y_true, y_pred, from_logits, label_smoothing, axis, epsilon, renormalize)
+    opts = check_large_vocab(z_loss, softcap, return_lse, return_z_loss,
+                             from_logits=bool(from_logits))
+    return _dense(y_true, y_pred, from_logits, label_smoothing, axis, epsilon, renormalize,
+                  opts if opts != _PLAIN else _PLAIN)
 
 
 class _KerasLoss:

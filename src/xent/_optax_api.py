@@ -1,0 +1,208 @@
+"""JAX/optax front end: ``softmax_cross_entropy`` and
+``softmax_cross_entropy_with_integer_labels`` with optax's ``axis`` and ``where``
+semantics, on the same kernels (NumPy in, NumPy out; no JAX needed).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xent import _engine
+from xent._inputs import (
+    as_array,
+    as_labels,
+    as_predictions,
+    normalize_axis,
+    to_rows,
+)
+from xent._vocab import check_large_vocab, package, z_terms
+
+
+def _where(where, logits: np.ndarray, ax: int):
+    """optax's rule: ``where`` of one dimension fewer than the logits masks examples (it is
+    expanded at ``axis``); of the logits' dimension it broadcasts to them and masks classes.
+
+    Returns ``(row_mask, class_rows)``: a flat bool per row, and bool rows ``(N, C)`` (a
+    view when broadcasting allows) or ``None``.
+    """
+    if where is None:
+        return None, None
+    m = as_array(where, "where")
+    if m.dtype.kind != "b":
+        raise TypeError(f"where must be a boolean mask, got dtype {m.dtype}")
+    batch_shape = logits.shape[:ax] + logits.shape[ax + 1 :]
+    if m.ndim == logits.ndim - 1:
+        try:
+            rows = np.broadcast_to(m, batch_shape)
+        except ValueError:
+            raise ValueError(
+                f"where has shape {m.shape}, which does not broadcast to the batch shape "
+                f"{batch_shape} (logits {logits.shape} without axis={ax})"
+            ) from None
+        return rows.reshape(-1), None
+    if m.ndim == logits.ndim:
+        try:
+            full = np.broadcast_to(m, logits.shape)
+        except ValueError:
+            raise ValueError(
+                f"where has shape {m.shape}, which does not broadcast to logits {logits.shape}"
+            ) from None
+        class_rows, _ = to_rows(full, ax, name="where")
+        return class_rows.any(axis=1), class_rows
+    raise ValueError(
+        f"where must have {logits.ndim - 1} dimensions (one flag per example) or "
+        f"{logits.ndim} (per class, broadcast to logits {logits.shape}); got shape {m.shape}"
+    )
+
+
+def _finish(loss, lse, row_mask, opts, batch_shape):
+    if row_mask is not None:
+        loss = np.where(row_mask, loss, loss.dtype.type(0.0))
+    z = z_terms(lse, opts, row_mask)
+    if z is not None and opts.z_loss:
+        loss = loss + z
+    shape = tuple(batch_shape)
+    return package(
+        loss.reshape(shape),
+        None if z is None else z.reshape(shape),
+        None if lse is None else lse.reshape(shape),
+        opts,
+    )
+
+
+def softmax_cross_entropy(logits, labels, axis=-1, where=None, *, z_loss=0.0, softcap=None,
+                          return_lse=False, return_z_loss=False):
+    r"""Per-example cross-entropy against label distributions (``optax.softmax_cross_entropy``).
+
+    .. math::
+
+        \ell = -\sum_{c \in W} y_c \log \mathrm{softmax}_W(z)_c
+             = \sum_{c \in W} y_c \,(\mathrm{lse}_W(z) - z_c)
+
+    where :math:`W` is the set of classes ``where`` keeps (all by default).  A ``-inf``
+    logit whose label is 0 contributes 0 (optax: NaN).
+
+    Parameters
+    ----------
+    logits : array_like of float, shape ``(..., C, ...)``
+    labels : array_like of numbers, broadcastable to ``logits.shape``
+        One-hot or soft labels (not checked to sum to one, as in optax).  Broadcasting
+        is free: no copy is made.
+    axis : int, default -1
+        The class axis (tuple axes are not supported: reshape first).
+    where : array_like of bool, optional
+        With one dimension fewer than ``logits``: examples to include (the others give 0).
+        With ``logits``' dimensions (broadcast to them): classes to include; excluded
+        classes leave the normaliser; a row with no class included gives 0.
+    z_loss, softcap, return_lse, return_z_loss : keyword-only
+        Large-vocabulary options, as in :func:`cross_entropy` (per example, no reduction).
+
+    Returns
+    -------
+    ndarray, shape ``logits.shape`` without ``axis``
+
+    See Also
+    --------
+    softmax_cross_entropy_with_integer_labels : integer labels, by direct index gather.
+
+    Examples
+    --------
+    >>> import numpy as np, xent
+    >>> logits = np.array([[1.2, -0.8, -0.5], [0.9, -1.2, 1.1]], np.float32)
+    >>> labels = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], np.float32)
+    >>> xent.softmax_cross_entropy(logits, labels)
+    array([0.2761297, 2.951799 ], dtype=float32)
+    >>> xent.softmax_cross_entropy(logits, labels, where=np.array([[True, True, False]]))
+    array([0.12692805, 2.2155194 ], dtype=float32)
+    """
+    opts = check_large_vocab(z_loss, softcap, return_lse, return_z_loss)
+    z = as_predictions(logits, "logits")
+    ax = normalize_axis(axis, z.ndim, name="logits")
+    t = as_array(labels, "labels")
+    if t.dtype.kind not in "biuf":
+        raise TypeError(f"labels must be numeric, got dtype {t.dtype}")
+    try:
+        t = np.broadcast_to(t, z.shape)
+    except ValueError:
+        raise ValueError(
+            f"labels has shape {t.shape}, which does not broadcast to logits {z.shape}"
+        ) from None
+    if t.dtype.kind == "b":
+        t = t.view(np.uint8)
+    elif t.dtype.kind == "f" and t.dtype.itemsize < 4:
+        t = t.astype(np.float32)
+    row_mask, class_rows = _where(where, z, ax)
+    rows, batch_shape = to_rows(z, ax, name="logits")
+    trows, _ = to_rows(t, ax, name="labels")
+    loss, lse = _engine.dense_rows(
+        rows, trows, from_logits=True, softcap=opts.softcap, class_mask=class_rows,
+        want_lse=opts.want_lse,
+    )
+    return _finish(loss, lse, row_mask, opts, batch_shape)
+
+
+def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=None, *,
+                                              z_loss=0.0, softcap=None, return_lse=False,
+                                              return_z_loss=False):
+    r"""Per-example cross-entropy against integer labels
+    (``optax.softmax_cross_entropy_with_integer_labels``), by direct index gather.
+
+    .. math::
+
+        \ell = \mathrm{lse}_W(z) - z_y
+
+    with :math:`W` the classes ``where`` keeps.  Labels must be integers in ``[0, C)``:
+    optax wraps negative labels and returns NaN for large ones; xent raises a
+    ``ValueError`` naming the value and its position.  A label whose own class is
+    excluded by a per-class ``where`` is an error too (optax returns a number that is not a
+    cross-entropy).
+
+    Parameters
+    ----------
+    logits : array_like of float, shape ``(..., C, ...)``
+    labels : array_like of int, shape ``logits.shape`` without ``axis``
+    axis : int, default -1
+    where : array_like of bool, optional
+        As in :func:`softmax_cross_entropy`.
+    z_loss, softcap, return_lse, return_z_loss : keyword-only
+        Large-vocabulary options, as in :func:`cross_entropy`.
+
+    Returns
+    -------
+    ndarray, shape ``logits.shape`` without ``axis``
+
+    See Also
+    --------
+    softmax_cross_entropy : the same loss against label distributions.
+
+    Examples
+    --------
+    >>> import numpy as np, xent
+    >>> logits = np.array([[1.2, -0.8, -0.5], [0.9, -1.2, 1.1]], np.float32)
+    >>> xent.softmax_cross_entropy_with_integer_labels(logits, [0, 1])
+    array([0.2761297, 2.951799 ], dtype=float32)
+    >>> xent.softmax_cross_entropy_with_integer_labels(logits, [0, 1], where=np.array([True, False]))
+    array([0.2761297, 0.       ], dtype=float32)
+    """
+    opts = check_large_vocab(z_loss, softcap, return_lse, return_z_loss)
+    z = as_predictions(logits, "logits")
+    ax = normalize_axis(axis, z.ndim, name="logits")
+    rows, batch_shape = to_rows(z, ax, name="logits")
+    ids, _ = as_labels(labels, batch_shape, rows.shape[1], axis=ax, name="labels",
+                       pred_name="logits", integer_only=True)
+    row_mask, class_rows = _where(where, z, ax)
+    if class_rows is not None:
+        n = rows.shape[0]
+        own = class_rows[np.arange(n), ids] | ~row_mask
+        if not own.all():
+            k = int(np.argmax(~own))
+            pos = np.unravel_index(k, batch_shape) if batch_shape else ()
+            raise ValueError(
+                f"labels has {int(ids[k])} at index {tuple(int(i) for i in pos)}, a class that "
+                f"where excludes for that example; a cross-entropy needs the true class"
+            )
+    loss, lse = _engine.sparse_rows(
+        rows, ids, from_logits=True, softcap=opts.softcap, class_mask=class_rows,
+        want_lse=opts.want_lse,
+    )
+    return _finish(loss, lse, row_mask, opts, batch_shape)

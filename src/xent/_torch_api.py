@@ -1,0 +1,255 @@
+"""PyTorch front end: ``cross_entropy`` and ``nll_loss`` with ``torch.nn.functional``'s
+semantics (classes on dim 1, ``ignore_index``, per-class ``weight``, the ``"mean"``
+denominators), computed by the same kernels as every other front end.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xent import _engine
+from xent._inputs import (
+    as_array,
+    as_class_weights,
+    as_labels,
+    as_predictions,
+    as_targets,
+    check_fraction,
+    check_ignore_class,
+    to_rows,
+)
+from xent._vocab import check_large_vocab, package, z_terms
+from xent.kernels import IGNORED
+
+#: What ``reduction`` may be, as in PyTorch.
+TORCH_REDUCTIONS = ("none", "mean", "sum")
+
+
+def _check_reduction(reduction):
+    if not isinstance(reduction, str) or reduction not in TORCH_REDUCTIONS:
+        allowed = ", ".join(repr(r) for r in TORCH_REDUCTIONS)
+        raise ValueError(f"reduction={reduction!r} is not supported; use one of {allowed}")
+    return reduction
+
+
+def _class_dim(pred: np.ndarray, name: str = "input") -> int:
+    """PyTorch's class dimension: 0 for an unbatched ``(C,)`` input, else 1."""
+    if pred.ndim == 0:
+        raise ValueError(f"{name} must have shape (C,), (N, C) or (N, C, d1, ...), got a scalar")
+    return 0 if pred.ndim == 1 else 1
+
+
+def _reduce(per: np.ndarray, reduction: str, divisor: float, dtype):
+    """``per`` as is, its float64 sum, or that sum over ``divisor`` (0 / 0 is NaN, as PyTorch)."""
+    if reduction == "none":
+        return per
+    total = np.sum(per, dtype=np.float64)
+    if reduction == "sum":
+        return dtype.type(total)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return dtype.type(np.float64(total) / np.float64(divisor))
+
+
+def cross_entropy(
+    input,
+    target,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    *,
+    z_loss=0.0,
+    softcap=None,
+    return_lse=False,
+    return_z_loss=False,
+):
+    r"""Cross-entropy from logits with ``torch.nn.functional.cross_entropy``'s semantics.
+
+    For class-index targets ``y`` (integers, the input's shape without dim 1), with
+    :math:`\mathrm{lse} = \log\sum_c e^{z_c}` and class weights :math:`w` (all 1 by
+    default):
+
+    .. math::
+
+        \ell_i = (1-\varepsilon)\, w_{y_i} (\mathrm{lse}_i - z_{i y_i})
+                 + \frac{\varepsilon}{C} \sum_c w_c (\mathrm{lse}_i - z_{ic}),
+        \qquad
+        \text{mean} = \frac{\sum_i \ell_i}{\sum_{i \,\text{not ignored}} w_{y_i}}
+
+    Elements whose target equals ``ignore_index`` give 0 and leave the denominator; if all
+    are ignored, ``"mean"`` is NaN (PyTorch; Keras gives 0).  For class-probability targets
+    ``t`` (floating point, the input's shape),
+    :math:`\ell_i = -\sum_c w_c t'_{ic} \log \mathrm{softmax}(z_i)_c` with
+    :math:`t' = (1-\varepsilon) t + \varepsilon / C`, and ``"mean"`` divides by the number
+    of elements, not by a sum of weights (PyTorch's rule, pytorch#107680).
+
+    Parameters
+    ----------
+    input : array_like of float, shape ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dk)``
+        Logits; classes on dim 1 (dim 0 when unbatched).  float16 is computed in float32.
+    target : array_like
+        Integer class indices of shape ``()``, ``(N,)`` or ``(N, d1, ..., dk)``, or float
+        class probabilities of ``input``'s shape.  The dtype decides, as in PyTorch.
+    weight : array_like of shape ``(C,)``, optional
+        Per-class weights (finite).
+    ignore_index : int, default -100
+        Index targets equal to it give 0 and do not count (index targets only).
+    reduction : {"mean", "sum", "none"}
+        ``"none"`` returns the per-element losses, of the targets' index shape.
+    label_smoothing : float in [0, 1], default 0
+        :math:`\varepsilon`.  Outside ``[0, 1]`` is a ``ValueError`` (PyTorch treats
+        negative values as 0).
+    z_loss : float >= 0, keyword-only
+        Adds ``z_loss * lse**2`` per counted element; with ``"mean"`` that term is divided
+        by the number of counted elements (not by the weights).
+    softcap : float > 0 or None, keyword-only
+        Compute the loss on ``softcap * tanh(input / softcap)``, inside the kernel.
+    return_lse, return_z_loss : bool, keyword-only
+        Also return the per-element log-sum-exp (shape of the index targets, never
+        reduced) and/or the z-loss term (reduced like the loss, which includes it):
+        ``(loss, z_loss, lse)`` in that order, each only when asked for.
+
+    Returns
+    -------
+    ndarray or numpy scalar
+        The input's float dtype (float32 for float16).
+
+    Raises
+    ------
+    ValueError
+        Index targets outside ``[0, C)`` other than ``ignore_index`` (the message names the
+        value and its position), shape mismatches, bad ``reduction``, ``weight`` not of
+        shape ``(C,)``, ``label_smoothing`` outside ``[0, 1]``.
+    TypeError
+        Non-float input, non-numeric targets.
+
+    See Also
+    --------
+    nll_loss : the same loss from log-probabilities.
+    sparse_categorical_crossentropy, categorical_crossentropy : Keras semantics.
+
+    Examples
+    --------
+    >>> import numpy as np, xent
+    >>> logits = np.array([[1, 2, 3], [0, 0, 0], [2, -1, .5], [.3, .2, .1]])
+    >>> target = np.array([2, 0, 1, -100])
+    >>> xent.cross_entropy(logits, target, reduction="none")
+    array([0.40760596, 1.09861229, 3.2413113 , 0.        ])
+    >>> round(float(xent.cross_entropy(logits, target)), 7)
+    1.5825098
+    >>> round(float(xent.cross_entropy(logits, target, weight=[1, 2, 3])), 7)
+    1.4673421
+    >>> round(float(xent.cross_entropy(logits, target, weight=[1, 2, 3], label_smoothing=0.1)), 7)
+    1.4594145
+    """
+    reduction = _check_reduction(reduction)
+    smoothing = check_fraction(label_smoothing, "label_smoothing")
+    ignore_index = check_ignore_class(ignore_index, "ignore_index")
+    opts = check_large_vocab(z_loss, softcap, return_lse, return_z_loss)
+    pred = as_predictions(input, "input")
+    dim = _class_dim(pred)
+    rows, batch_shape = to_rows(pred, dim, name="input")
+    n_classes = rows.shape[1]
+    w = as_class_weights(weight, n_classes)
+    t = as_array(target, "target")
+    options = dict(
+        from_logits=True,
+        smoothing=smoothing,
+        class_weights=w,
+        softcap=opts.softcap,
+        want_lse=opts.want_lse,
+    )
+    if t.dtype.kind == "f":  # class probabilities
+        if t.shape != pred.shape:
+            raise ValueError(
+                f"target is floating point, so it holds class probabilities and needs input's "
+                f"shape {pred.shape}, got {t.shape}; class indices must be integers"
+            )
+        trows, _ = to_rows(as_targets(t, pred.shape, name="target", pred_name="input"), dim,
+                           name="target")
+        loss, lse = _engine.dense_rows(rows, trows, **options)
+        counted = None
+        divisor = count = loss.size
+    else:
+        labels, valid = as_labels(
+            t, batch_shape, n_classes, axis=dim, ignore_class=ignore_index, name="target",
+            pred_name="input", ignore_name="ignore_index", integer_only=True,
+        )
+        loss, lse = _engine.sparse_rows(rows, labels, **options)
+        counted = None if valid is None else valid.reshape(-1)
+        count = loss.size if counted is None else int(np.count_nonzero(counted))
+        if w is None:
+            divisor = count
+        else:
+            divisor = np.sum(w[labels[labels != IGNORED]], dtype=np.float64)
+    z = z_terms(lse, opts, counted)
+    dtype = loss.dtype
+    total = _reduce(loss.reshape(batch_shape), reduction, divisor, dtype)
+    z_out = None
+    if z is not None:
+        z_red = _reduce(z.reshape(batch_shape), reduction, count, dtype)
+        total = total + z_red
+        z_out = z_red
+    lse_out = None if lse is None else lse.reshape(batch_shape)
+    return package(total, z_out, lse_out, opts)
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    r"""Negative log-likelihood from log-probabilities (``torch.nn.functional.nll_loss``).
+
+    .. math::
+
+        \ell_i = -w_{y_i}\, x_{i y_i}, \qquad
+        \text{mean} = \frac{\sum_i \ell_i}{\sum_{i \,\text{not ignored}} w_{y_i}}
+
+    One element per row is read (a gather); ``input`` is taken as given (PyTorch does not
+    check that it holds log-probabilities either).
+
+    Parameters
+    ----------
+    input : array_like of float, shape ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dk)``
+        Log-probabilities, classes on dim 1 (dim 0 when unbatched).
+    target : array_like of int, shape ``()``, ``(N,)`` or ``(N, d1, ..., dk)``
+        Class indices in ``[0, C)`` or ``ignore_index``.
+    weight : array_like of shape ``(C,)``, optional
+        Per-class weights.
+    ignore_index : int, default -100
+        Targets equal to it give 0 and leave the denominator (all ignored: ``"mean"`` is NaN).
+    reduction : {"mean", "sum", "none"}
+
+    Returns
+    -------
+    ndarray or numpy scalar
+        The input's float dtype.
+
+    See Also
+    --------
+    cross_entropy : the same loss from logits (log-softmax fused in).
+
+    Examples
+    --------
+    >>> import numpy as np, xent
+    >>> log_probs = np.log([[0.2, 0.5, 0.3], [0.1, 0.1, 0.8]])
+    >>> xent.nll_loss(log_probs, [1, 2], reduction="none")
+    array([0.69314718, 0.22314355])
+    >>> round(float(xent.nll_loss(log_probs, [1, -100])), 7)
+    0.6931472
+    """
+    reduction = _check_reduction(reduction)
+    ignore_index = check_ignore_class(ignore_index, "ignore_index")
+    pred = as_predictions(input, "input")
+    dim = _class_dim(pred)
+    rows, batch_shape = to_rows(pred, dim, name="input")
+    n_classes = rows.shape[1]
+    w = as_class_weights(weight, n_classes)
+    labels, _ = as_labels(
+        target, batch_shape, n_classes, axis=dim, ignore_class=ignore_index, name="target",
+        pred_name="input", ignore_name="ignore_index", integer_only=True,
+    )
+    keep = labels != IGNORED
+    safe = np.where(keep, labels, 0)
+    picked = rows[np.arange(rows.shape[0]), safe].astype(np.float64)
+    scale = np.ones(labels.shape) if w is None else w[safe]
+    loss = np.where(keep, -scale * picked, 0.0).astype(rows.dtype)
+    divisor = np.sum(np.where(keep, scale, 0.0), dtype=np.float64)
+    return _reduce(loss.reshape(batch_shape), reduction, divisor, loss.dtype)
