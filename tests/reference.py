@@ -62,11 +62,11 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
 
 def one_hot(labels, c):
     labels = np.asarray(labels)
-    out = np.zeros(labels.shape + (c,))
-    valid = (labels >= 0) & (labels < c)
-    idx = np.nonzero(valid)
-    out[idx + (labels[idx].astype(np.int64),)] = 1.0
-    return out
+    flat = labels.reshape(-1)
+    out = np.zeros((flat.size, c))
+    valid = np.nonzero((flat >= 0) & (flat < c))[0]
+    out[valid, flat[valid].astype(np.int64)] = 1.0
+    return out.reshape(labels.shape + (c,))
 
 
 def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_class=None,
@@ -106,3 +106,105 @@ def keras_reduce(losses, sample_weight=None, valid=None, reduction="sum_over_bat
     else:
         div = mask.sum()
     return total / div if div else 0.0
+
+
+# ------------------------------------------------------------ PyTorch
+def torch_cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
+                        label_smoothing=0.0, z_loss=0.0, softcap=None):
+    """``torch.nn.functional.cross_entropy`` written out: classes on dim 1 (0 unbatched),
+    index or probability targets, class weights, the two "mean" denominators; plus the
+    z-loss ``s lse^2`` (its mean over counted elements) and soft-capping."""
+    z = np.asarray(input, dtype=np.float64)
+    dim = 0 if z.ndim == 1 else 1
+    z = np.moveaxis(z, dim, -1)
+    if softcap is not None:
+        z = softcap * np.tanh(z / softcap)
+    c = z.shape[-1]
+    w = np.ones(c) if weight is None else np.asarray(weight, dtype=np.float64)
+    logp = log_softmax(z)
+    lse = np.log(np.sum(np.exp(z), axis=-1))
+    t = np.asarray(target)
+    eps = label_smoothing
+    if t.dtype.kind == "f":  # probabilities
+        tt = np.moveaxis(t.astype(np.float64), dim, -1)
+        tt = (1 - eps) * tt + eps / c
+        loss = weighted_neg_sum(w * tt, logp)
+        counted = np.ones(loss.shape, bool)
+        divisor = loss.size
+    else:
+        counted = t != ignore_index
+        safe = np.where(counted, t, 0)
+        oh = one_hot(safe, c)
+        main = weighted_neg_sum(w * oh, logp)
+        smooth = weighted_neg_sum(w * np.ones(c), logp) / c
+        loss = np.where(counted, (1 - eps) * main + eps * smooth, 0.0)
+        divisor = np.sum(np.where(counted, w[safe], 0.0))
+    zl = np.where(counted, z_loss * lse**2, 0.0)
+    if reduction == "none":
+        return loss + zl
+    if reduction == "sum":
+        return loss.sum() + zl.sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return loss.sum() / divisor + zl.sum() / counted.sum()
+
+
+def torch_nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """``-w_y x_y`` per element; "mean" divides by the sum of the counted weights."""
+    x = np.moveaxis(np.asarray(input, dtype=np.float64), 0 if np.ndim(input) == 1 else 1, -1)
+    t = np.asarray(target)
+    w = np.ones(x.shape[-1]) if weight is None else np.asarray(weight, dtype=np.float64)
+    counted = t != ignore_index
+    safe = np.where(counted, t, 0)
+    picked = np.take_along_axis(x, safe[..., None], -1)[..., 0]
+    loss = np.where(counted, -w[safe] * picked, 0.0)
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return loss.sum() / np.sum(np.where(counted, w[safe], 0.0))
+
+
+# ------------------------------------------------------------ scikit-learn
+def sklearn_log_loss(y_true, y_pred, normalize=True, sample_weight=None, labels=None):
+    """``sklearn.metrics.log_loss``: one-hot over the sorted classes, clip at the dtype's
+    epsilon, no renormalisation, weighted mean or sum."""
+    p = np.asarray(y_pred)
+    eps = np.finfo(p.dtype if p.dtype.kind == "f" else np.float64).eps
+    p = p.astype(np.float64)
+    if p.ndim == 1:
+        p = np.stack([1 - p, p], axis=1)
+    y = np.asarray(y_true)
+    if y.ndim == 2:
+        t = y.astype(np.float64)
+    else:
+        classes = np.unique(y if labels is None else labels)
+        t = (y[:, None] == classes[None, :]).astype(np.float64)
+    lo, hi = eps, 1 - eps
+    loss = weighted_neg_sum(t, np.log(np.clip(p, lo, hi)))
+    w = np.ones(len(loss)) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    total = np.sum(w * loss)
+    return total / np.sum(w) if normalize else total
+
+
+# ------------------------------------------------------------ optax
+def optax_softmax_cross_entropy(logits, labels, where=None, axis=-1):
+    """``-sum_{c in W} y_c log softmax_W(z)_c``; examples with nothing kept give 0."""
+    z = np.moveaxis(np.asarray(logits, dtype=np.float64), axis, -1)
+    y = np.moveaxis(np.broadcast_to(np.asarray(labels, np.float64), np.shape(logits)), axis, -1)
+    if where is None:
+        keep = np.ones(z.shape, bool)
+    elif np.ndim(where) == z.ndim - 1:
+        keep = np.broadcast_to(np.asarray(where)[..., None], z.shape)
+    else:
+        keep = np.moveaxis(np.broadcast_to(where, np.shape(logits)), axis, -1)
+    zm = np.where(keep, z, -np.inf)
+    loss = weighted_neg_sum(np.where(keep, y, 0.0), log_softmax(zm))
+    return np.where(keep.any(-1), loss, 0.0)
+
+
+def optax_integer_labels(logits, labels, where=None, axis=-1):
+    """``lse_W(z) - z_y`` through the one-hot of the labels."""
+    c = np.shape(logits)[axis]
+    oh = np.moveaxis(one_hot(np.asarray(labels), c), -1, axis)
+    return optax_softmax_cross_entropy(logits, oh, where, axis)

@@ -1,0 +1,102 @@
+"""Peak extra memory of the large-vocabulary options on 8,192 x 128,000 float32 logits.
+
+Run: ``python benchmarks/large_vocab_memory.py [--readme README.md]``.  Needs ~9 GiB of RAM
+(logits and dense targets).  Peak resident memory is read from the kernel's high-water mark
+(``VmHWM``), reset just before each call through ``/proc/self/clear_refs``, so the figure is
+the call's own peak above the inputs.  With ``--readme`` the table replaces the text between
+``<!-- large-vocab-memory -->`` markers; nothing in it is typed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import time
+
+import numpy as np
+
+import xent
+
+N, C = 8192, 128_000
+
+
+def _status(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def peak_extra(call) -> tuple[float, float]:
+    """``(seconds, peak resident bytes above the resident size before the call)``."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current resident size
+    before = _status("VmRSS")
+    start = time.perf_counter()
+    call()
+    seconds = time.perf_counter() - start
+    return seconds, _status("VmHWM") - before
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--readme", help="README to update between the markers")
+    args = ap.parse_args(argv)
+    rng = np.random.default_rng(0)
+    z = np.empty((N, C), np.float32)
+    for i in range(0, N, 256):
+        z[i : i + 256] = rng.standard_normal((256, C), np.float32) * 4
+    y = rng.integers(0, C, N)
+    t = np.zeros_like(z)
+    t[np.arange(N), y] = 1.0
+    w = np.ones(C)
+    cases = [
+        ("sparse (`cross_entropy`, index targets)", lambda: xent.cross_entropy(z, y)),
+        ("+ `z_loss`, `return_lse`", lambda: xent.cross_entropy(z, y, z_loss=1e-4, return_lse=True)),
+        ("+ `softcap=30`, `z_loss`, `return_lse`",
+         lambda: xent.cross_entropy(z, y, softcap=30.0, z_loss=1e-4, return_lse=True)),
+        ("+ `weight`, `label_smoothing=0.1`",
+         lambda: xent.cross_entropy(z, y, weight=w, label_smoothing=0.1)),
+        ("dense (`cross_entropy`, probability targets)", lambda: xent.cross_entropy(z, t)),
+        ("+ `softcap=30`, `z_loss`, `return_lse`",
+         lambda: xent.cross_entropy(z, t, softcap=30.0, z_loss=1e-4, return_lse=True)),
+    ]
+    lines = [
+        f"Measured by `python benchmarks/large_vocab_memory.py` ({N:,} x {C:,} float32 logits, "
+        f"{z.nbytes / 2**30:.1f} GiB; {xent.get_num_threads()} threads; second call, compiled):",
+        "",
+        "| call | time | peak extra memory |",
+        "|---|---:|---:|",
+    ]
+    for name, call in cases:
+        call()  # compile and warm
+        seconds, extra = peak_extra(call)
+        lines.append(f"| {name} | {seconds * 1e3:.0f} ms | {extra / 2**20:.1f} MiB |")
+        print(lines[-1], flush=True)
+    lines.append("")
+    lines.append(f"For comparison, one float32 N×C temporary would be {z.nbytes / 2**20:,.0f} MiB; "
+                 f"the outputs themselves are {N * 4 * 3 / 2**10:.0f} KiB.")
+    block = "\n".join(lines)
+    if args.readme:
+        text = open(args.readme).read()
+        marker = "<!-- large-vocab-memory -->"
+        pattern = re.compile(re.escape(marker) + r".*?" + re.escape(marker), re.S)
+        new = f"{marker}\n{block}\n{marker}"
+        if pattern.search(text):
+            text = pattern.sub(lambda _: new, text)
+        elif text.count(marker) == 1:
+            text = text.replace(marker, new)
+        else:
+            raise SystemExit(f"{args.readme}: marker {marker} not found")
+        with open(args.readme + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(args.readme + ".tmp", args.readme)
+    else:
+        print(block)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
