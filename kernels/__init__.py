@@ -7,6 +7,7 @@ do not count.  The kernels never read outside their arrays, even if handed a lab
 range (that row gets NaN), but the wrappers validate before calling them.
 """
 
+from .evaluate import evaluate_dense, evaluate_sparse, rank_of
 from .logits import (
     BLOCK,
     IGNORED,
@@ -26,7 +27,10 @@ __all__ = [
     "SHORT_ROW",
     "dense_logits",
     "dense_probs",
+    "evaluate_dense",
+    "evaluate_sparse",
     "probability_rows",
+    "rank_of",
     "row_max",
     "row_sum",
     "row_sum_exp",

@@ -9,7 +9,7 @@ kernel reads exactly one element per row: ``p[i, y_i]``.
 import numpy as np
 from numba import njit, prange
 
-from ._config import PARALLEL, ROW
+from ._config import PARALLEL, ROW, SCALAR
 from ._math import as_type_of, fast_log
 from .logits import BLOCK, IGNORED, row_sum
 
@@ -76,6 +76,21 @@ def _block_dense_probs(block, tblock, total, lo, hi, keep, spread):
     return np.float64(acc)
 
 
+@njit(**SCALAR)
+def _dense_probs_row(row, trow, smoothing, lo, hi, renormalize):
+    """``-sum_c t'_c log q_c`` of one row (see :func:`dense_probs`)."""
+    c = row.shape[0]
+    total = _row_total(row, renormalize)
+    keep = as_type_of(1.0 - smoothing, lo)
+    spread = as_type_of(smoothing / c, lo)
+    acc = 0.0
+    for q in range(0, c, BLOCK):
+        acc += _block_dense_probs(
+            row[q : q + BLOCK], trow[q : q + BLOCK], total, lo, hi, keep, spread
+        )
+    return -acc
+
+
 @njit(**PARALLEL)
 def dense_probs(p, t, smoothing, lo, hi, renormalize, out_loss):
     """Per-row categorical cross-entropy from probabilities and target rows.
@@ -83,19 +98,9 @@ def dense_probs(p, t, smoothing, lo, hi, renormalize, out_loss):
     ``loss_i = -sum_c t'_c log q[i, c]``, ``t' = (1 - eps) t + eps / C``, ``q`` the
     renormalised, clipped row; fused in one pass after the row sum (no N x C temporary).
     """
-    n, c = p.shape
+    n = p.shape[0]
     for i in prange(n):
-        row = p[i]
-        trow = t[i]
-        total = _row_total(row, renormalize)
-        keep = as_type_of(1.0 - smoothing, lo)
-        spread = as_type_of(smoothing / c, lo)
-        acc = 0.0
-        for q in range(0, c, BLOCK):
-            acc += _block_dense_probs(
-                row[q : q + BLOCK], trow[q : q + BLOCK], total, lo, hi, keep, spread
-            )
-        out_loss[i] = -acc
+        out_loss[i] = _dense_probs_row(p[i], t[i], smoothing, lo, hi, renormalize)
 
 
 @njit(**ROW)

@@ -9,6 +9,7 @@ with the semantics of Keras 3 (functions and loss objects), PyTorch (``cross_ent
 semantics, the command line (``xent``) and the benchmarks.
 """
 
+from xent._evaluate import Evaluation, evaluate
 from xent._keras_api import (
     CategoricalCrossentropy,
     SparseCategoricalCrossentropy,
@@ -26,10 +27,12 @@ from xent._threading import get_num_threads, max_threads, set_num_threads, threa
 __version__ = "0.1.0"
 
 __all__ = [
+    "Evaluation",
     "CategoricalCrossentropy",
     "SparseCategoricalCrossentropy",
     "categorical_crossentropy",
     "cross_entropy",
+    "evaluate",
     "log_loss",
     "nll_loss",
     "softmax_cross_entropy",

@@ -8,7 +8,7 @@ input policy lives in ``_inputs``, the reductions in ``_reduce``.
 from __future__ import annotations
 
 
-from xent import _engine
+from xent import _dask, _engine
 from xent._inputs import (
     as_labels,
     as_predictions,
@@ -38,6 +38,11 @@ def _prepare(y_pred, axis, label_smoothing, epsilon):
 
 
 _PLAIN = LargeVocab()
+
+
+def _no_extra_outputs(opts):
+    if opts.extra_outputs:
+        raise ValueError("return_lse / return_z_loss are not available for dask inputs")
 
 
 def _with_vocab(loss, lse, valid, opts, batch_shape):
@@ -175,6 +180,13 @@ def sparse_categorical_crossentropy(
     """
     opts = check_large_vocab(z_loss, softcap, return_lse, return_z_loss,
                              from_logits=bool(from_logits))
+    if _dask.is_dask(y_pred) or _dask.is_dask(y_true):
+        _no_extra_outputs(opts)
+        return _dask.keras_function(
+            sparse_categorical_crossentropy, y_true, y_pred, dense=False, axis=axis,
+            from_logits=from_logits, ignore_class=ignore_class, label_smoothing=label_smoothing,
+            epsilon=epsilon, renormalize=renormalize, z_loss=z_loss, softcap=softcap,
+        )
     out, _ = _sparse(
         y_true, y_pred, from_logits, ignore_class, axis, label_smoothing, epsilon, renormalize,
         opts if opts != _PLAIN else _PLAIN,
@@ -250,6 +262,13 @@ def categorical_crossentropy(
     """
     opts = check_large_vocab(z_loss, softcap, return_lse, return_z_loss,
                              from_logits=bool(from_logits))
+    if _dask.is_dask(y_pred) or _dask.is_dask(y_true):
+        _no_extra_outputs(opts)
+        return _dask.keras_function(
+            categorical_crossentropy, y_true, y_pred, dense=True, axis=axis,
+            from_logits=from_logits, label_smoothing=label_smoothing, epsilon=epsilon,
+            renormalize=renormalize, z_loss=z_loss, softcap=softcap,
+        )
     return _dense(y_true, y_pred, from_logits, label_smoothing, axis, epsilon, renormalize,
                   opts if opts != _PLAIN else _PLAIN)
 
@@ -274,6 +293,9 @@ class _KerasLoss:
         return self._per_sample(y_true, y_pred)[0]
 
     def __call__(self, y_true, y_pred, sample_weight=None):
+        if _dask.is_dask(y_pred) or _dask.is_dask(y_true) or _dask.is_dask(sample_weight):
+            return _dask.keras_loss_object(self, y_true, y_pred, sample_weight,
+                                           dense=isinstance(self, CategoricalCrossentropy))
         losses, valid = self._per_sample(y_true, y_pred)
         return keras_reduce(losses, sample_weight, valid, self.reduction, losses.dtype)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xent import _engine
+from xent import _dask, _engine
 from xent._inputs import (
     as_array,
     as_class_weights,
@@ -146,6 +146,13 @@ def cross_entropy(
     smoothing = check_fraction(label_smoothing, "label_smoothing")
     ignore_index = check_ignore_class(ignore_index, "ignore_index")
     opts = check_large_vocab(z_loss, softcap, return_lse, return_z_loss)
+    if _dask.is_dask(input) or _dask.is_dask(target):
+        if opts.extra_outputs:
+            raise ValueError("return_lse / return_z_loss are not available for dask inputs")
+        return _dask.torch_cross_entropy(
+            cross_entropy, input, target, reduction=reduction, weight=weight,
+            ignore_index=ignore_index, label_smoothing=smoothing, z_loss=z_loss, softcap=softcap,
+        )
     pred = as_predictions(input, "input")
     dim = _class_dim(pred)
     rows, batch_shape = to_rows(pred, dim, name="input")

@@ -1,7 +1,8 @@
 """The ``xent`` command line.
 
-``xent demo`` prints both losses on the Keras documentation example and a quick timing of
-sparse against categorical on a large batch.
+``xent bench`` benchmarks the kernels against the memory limit and installed peers;
+``xent eval`` evaluates saved predictions in one streaming pass; ``xent demo`` prints both
+losses on the Keras documentation example and a quick timing.
 """
 
 from __future__ import annotations
@@ -79,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--budget", type=float, default=1.5,
                        help="seconds per entry after which timing stops (min 3 calls)")
     bench.set_defaults(func=_bench)
+
+    from xent._eval_cli import add_parser
+
+    add_parser(sub)
     return parser
 
 
