@@ -208,3 +208,44 @@ def optax_integer_labels(logits, labels, where=None, axis=-1):
     c = np.shape(logits)[axis]
     oh = np.moveaxis(one_hot(np.asarray(labels), c), -1, axis)
     return optax_softmax_cross_entropy(logits, oh, where, axis)
+
+
+# ------------------------------------------------------------ evaluation metrics
+def evaluate(y_true, y_pred, from_logits=False, top_k=(1, 5), sample_weight=None,
+             ignore_class=None, dense=False, dtype=np.float64):
+    """Loss, accuracy and top-k by the textbook recipe: Keras's loss per row, the rank of
+    the true class from a full stable sort of ``-p`` (NaN last), weighted means."""
+    p = np.asarray(y_pred, dtype=np.float64)
+    c = p.shape[-1]
+    p = p.reshape(-1, c)
+    y = np.asarray(y_true)
+    if dense:
+        t = y.reshape(-1, c).astype(np.float64)
+        labels = np.argmax(t, axis=1)
+        loss = categorical_crossentropy(t, p, from_logits, dtype=dtype)
+        counted = np.ones(len(labels), bool)
+    else:
+        labels = y.reshape(-1)
+        counted = np.ones(len(labels), bool) if ignore_class is None else labels != ignore_class
+        safe = np.where(counted, labels, 0)
+        loss = categorical_crossentropy(one_hot(safe, c), p, from_logits, dtype=dtype)
+        labels = safe
+    order = np.argsort(-p, axis=1, kind="stable")  # NumPy sorts NaN last
+    rank = np.argmax(order == labels[:, None], axis=1)
+    w = np.ones(len(labels)) if sample_weight is None else np.asarray(sample_weight, np.float64).reshape(-1)
+    w = np.where(counted, w, 0.0)
+    sw = w.sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _metrics(loss, rank, w, sw, counted, top_k)
+
+
+def _metrics(loss, rank, w, sw, counted, top_k):
+    out = {
+        "loss": np.sum(w * np.where(counted, loss, 0.0)) / sw,
+        "accuracy": np.sum(w * (rank == 0)) / sw,
+        "top_k_accuracy": {k: np.sum(w * (rank < k)) / sw for k in top_k},
+        "count": int(counted.sum()),
+        "sum_weight": sw,
+    }
+    out["perplexity"] = np.exp(out["loss"])
+    return out

@@ -81,7 +81,9 @@ class _Totals:
     def add(self, loss, rank, weight):
         counted = rank >= 0
         w = counted.astype(np.float64) if weight is None else np.where(counted, weight, 0.0)
-        self.sum_loss += float(np.dot(w, loss.astype(np.float64)))
+        # an elementwise product and a pairwise sum, not np.dot: a BLAS call leaves
+        # OpenBLAS threads spinning, which halves the speed of the next Numba kernel
+        self.sum_loss += float(np.sum(w * loss.astype(np.float64)))
         self.sum_weight += float(np.sum(w))
         self.count += int(np.count_nonzero(counted))
         self.hits1 += float(np.sum(w[rank == 0]))

@@ -1,0 +1,260 @@
+"""``xent.evaluate``: metrics against the sort-based reference, streaming equality on
+memory-mapped files, bounded memory, errors, and the ``xent eval`` command line."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import reference as ref
+import xent
+
+
+def _check(ev, want, rtol):
+    assert ev.count == want["count"]
+    np.testing.assert_allclose(ev.loss, want["loss"], rtol=rtol)
+    np.testing.assert_allclose(ev.perplexity, want["perplexity"], rtol=rtol * 10)
+    np.testing.assert_allclose(ev.accuracy, want["accuracy"], rtol=1e-12, atol=1e-15)
+    assert set(ev.top_k_accuracy) == set(want["top_k_accuracy"])
+    for k, v in want["top_k_accuracy"].items():
+        np.testing.assert_allclose(ev.top_k_accuracy[k], v, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(ev.sum_weight, want["sum_weight"], rtol=1e-12)
+
+
+def _scores(rng, shape, dtype, from_logits, ties):
+    if ties:  # few distinct values: many ties, which the rank must break by index
+        z = rng.integers(0, 4, shape).astype(np.float64)
+    else:
+        z = rng.standard_normal(shape) * 2
+    if not from_logits:
+        z = np.exp(z)
+        z /= z.sum(-1, keepdims=True)
+    return z.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("from_logits", [True, False])
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("c", [1, 3, 10, 257])
+def test_sparse_metrics_against_reference(rng, dtype, from_logits, ties, c):
+    z = _scores(rng, (300, c), dtype, from_logits, ties)
+    y = rng.integers(0, c, 300)
+    rtol = 1e-12 if dtype == np.float64 else 2e-5
+    for weighted, ignore in [(False, None), (True, None), (True, 0), (False, c - 1)]:
+        w = rng.random(300) if weighted else None
+        ev = xent.evaluate(y, z, from_logits=from_logits, top_k=(1, 2, 5, 1000), sample_weight=w,
+                           ignore_class=ignore, batch_size=77)
+        compute = np.float32 if dtype == np.float16 else dtype
+        want = ref.evaluate(y, z.astype(compute), from_logits, (1, 2, 5, 1000), w, ignore,
+                            dtype=compute)
+        if want["count"] == 0:
+            assert ev.count == 0 and np.isnan(ev.loss)
+            continue
+        _check(ev, want, rtol)
+
+
+@pytest.mark.parametrize("from_logits", [True, False])
+def test_dense_labels_use_their_first_argmax(rng, from_logits):
+    z = _scores(rng, (200, 6), np.float64, from_logits, ties=True)
+    t = rng.random((200, 6))
+    t[:50] = np.eye(6)[rng.integers(0, 6, 50)]
+    t[50:60, :2] = 1.0  # tied targets: the first counts
+    ev = xent.evaluate(t, z, from_logits=from_logits, top_k=(1, 3))
+    _check(ev, ref.evaluate(t, z, from_logits, (1, 3), dense=True), 1e-12)
+
+
+def test_nan_rows_rank_last_and_poison_only_the_loss(rng):
+    z = rng.standard_normal((20, 5))
+    z[3, 2] = np.nan
+    z[4, :] = np.nan
+    y = rng.integers(0, 5, 20)
+    y[3], y[4] = 2, 1
+    ev = xent.evaluate(y, z, from_logits=True, top_k=(1, 3))
+    want = ref.evaluate(y, z, True, (1, 3))
+    np.testing.assert_allclose(ev.accuracy, want["accuracy"])
+    np.testing.assert_allclose(ev.top_k_accuracy[3], want["top_k_accuracy"][3])
+    assert np.isnan(ev.loss)
+
+
+def test_matches_the_loss_functions(rng):
+    z = rng.standard_normal((500, 40)).astype(np.float32)
+    y = rng.integers(0, 40, 500)
+    ev = xent.evaluate(y, z, from_logits=True)
+    per = xent.sparse_categorical_crossentropy(y, z, from_logits=True)
+    np.testing.assert_allclose(ev.loss, per.astype(np.float64).mean(), rtol=1e-6)
+    np.testing.assert_allclose(ev.sum_loss, per.astype(np.float64).sum(), rtol=1e-6)
+
+
+def test_nd_predictions_and_trailing_label_axis(rng):
+    z = rng.standard_normal((4, 6, 9))
+    y = rng.integers(0, 9, (4, 6, 1))
+    ev = xent.evaluate(y, z, from_logits=True, top_k=(2,))
+    _check(ev, ref.evaluate(y, z, True, (2,)), 1e-12)
+
+
+def test_streaming_equals_one_shot_on_a_memory_map(tmp_path, rng):
+    z = rng.standard_normal((10_001, 97)).astype(np.float32)
+    y = rng.integers(0, 97, 10_001)
+    np.save(tmp_path / "z.npy", z)
+    np.save(tmp_path / "y.npy", y)
+    zm = np.load(tmp_path / "z.npy", mmap_mode="r")
+    ym = np.load(tmp_path / "y.npy", mmap_mode="r")
+    one = xent.evaluate(y, z, from_logits=True, batch_size=10_001)
+    for bs in (1, 999, 4096, None):
+        ev = xent.evaluate(ym, zm, from_logits=True, batch_size=bs)
+        assert ev.count == one.count
+        assert ev.accuracy == one.accuracy and ev.top_k_accuracy == one.top_k_accuracy
+        np.testing.assert_allclose(ev.loss, one.loss, rtol=1e-12)
+    np.testing.assert_array_equal(np.asarray(zm), z)  # input untouched
+
+
+def test_evaluation_object(rng):
+    ev = xent.evaluate([0, 1], [[0.9, 0.1], [0.2, 0.8]], top_k=(1, 2))
+    with pytest.raises(Exception):
+        ev.loss = 0.0  # frozen
+    d = ev.to_dict()
+    assert json.loads(json.dumps(d))["top_k_accuracy"] == {"1": 1.0, "2": 1.0}
+    assert "top-2 accuracy" in str(ev) and "perplexity" in str(ev)
+    assert ev.perplexity == pytest.approx(np.exp(ev.loss))
+
+
+def test_progress_reports_rows(capsys, rng):
+    z = rng.standard_normal((5000, 8))
+    xent.evaluate(rng.integers(0, 8, 5000), z, from_logits=True, batch_size=1000, progress=True)
+    err = capsys.readouterr().err
+    assert "5.00k" in err or "5,000" in err
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(y_true=np.zeros((3, 1), int), y_pred=np.ones((3, 1))), "label_format='sparse'"),
+        (dict(y_true=np.zeros((4,), int), y_pred=np.ones((3, 2))), r"must be \(3,\)"),
+        (dict(y_true=[0, 2, 1], y_pred=np.ones((3, 2))), "out-of-range label 2 at row 1"),
+        (dict(y_true=[0, 1, 1], y_pred=np.ones((3, 2)), top_k=(0,)), "top_k values must be >= 1"),
+        (dict(y_true=[0, 1, 1], y_pred=np.ones((3, 2)), batch_size=0), "batch_size"),
+        (dict(y_true=np.eye(2)[[0, 1, 1]], y_pred=np.ones((3, 2)), ignore_class=1), "ignore_class"),
+    ],
+)
+def test_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        xent.evaluate(kwargs.pop("y_true"), kwargs.pop("y_pred"), **kwargs)
+
+
+def test_error_position_is_global_across_blocks():
+    y = np.zeros(1000, int)
+    y[777] = 5
+    with pytest.raises(ValueError, match="label 5 at row 777"):
+        xent.evaluate(y, np.ones((1000, 3)), batch_size=100)
+
+
+def test_type_errors():
+    with pytest.raises(TypeError, match="float16, float32 or float64"):
+        xent.evaluate([0], np.array([[1, 2]]))
+    with pytest.raises(TypeError, match="top_k"):
+        xent.evaluate([0], [[0.5, 0.5]], top_k="5")
+
+
+def test_peak_memory_of_a_memory_mapped_file_is_bounded(tmp_path):
+    """Evaluating a 256 MiB memory-mapped file in 4 MiB blocks keeps the process's own peak
+    resident memory far below the file size (pages are released block by block)."""
+    path = tmp_path / "big.npy"
+    n, c = 65_536, 1_024
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, c))
+    rng = np.random.default_rng(0)
+    for r in range(0, n, 4096):
+        out[r : r + 4096] = rng.standard_normal((4096, c), np.float32)
+    out.flush()
+    del out
+    np.save(tmp_path / "y.npy", rng.integers(0, c, n))
+    code = textwrap.dedent(
+        f"""
+        import numpy as np, xent
+        def status(key):
+            for line in open("/proc/self/status"):
+                if line.startswith(key):
+                    return int(line.split()[1])
+        z = np.load({str(path)!r}, mmap_mode="r")
+        y = np.load({str(tmp_path / 'y.npy')!r}, mmap_mode="r")
+        xent.evaluate(y[:10], z[:10], from_logits=True)  # compile first
+        open("/proc/self/clear_refs", "w").write("5")
+        before = status("VmRSS")
+        ev = xent.evaluate(y, z, from_logits=True, batch_size=1024)
+        print(status("VmHWM") - before, ev.count)
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    grown_kib, count = map(int, run.stdout.split())
+    assert count == n
+    assert grown_kib < 48 * 1024, f"peak RSS grew by {grown_kib} KiB on a 256 MiB file"
+
+
+# ------------------------------------------------------------------ xent eval
+def _xent(*args):
+    return subprocess.run([sys.executable, "-m", "xent", "eval", *map(str, args)],
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture
+def files(tmp_path, rng):
+    z = rng.standard_normal((3000, 12)).astype(np.float32)
+    y = rng.integers(0, 12, 3000)
+    np.save(tmp_path / "z.npy", z)
+    np.save(tmp_path / "y.npy", y)
+    np.savez(tmp_path / "both.npz", logits=z, labels=y)
+    np.savez_compressed(tmp_path / "packed.npz", logits=z, labels=y)
+    np.save(tmp_path / "y_bad.npy", np.where(np.arange(3000) == 2500, 12, y))
+    np.save(tmp_path / "y_short.npy", y[:10])
+    np.save(tmp_path / "z_int.npy", z.astype(np.int32))
+    return tmp_path, z, y
+
+
+def test_cli_table_and_json(files):
+    d, z, y = files
+    want = xent.evaluate(y, z, from_logits=True, top_k=(1, 3))
+    run = _xent(d / "z.npy", d / "y.npy", "--from-logits", "--top-k", "1", "3",
+                "--batch-size", "700", "--no-progress")
+    assert run.returncode == 0, run.stderr
+    assert f"{want.loss:.6f}" in run.stdout and "top-3 accuracy" in run.stdout
+    for target in ("both.npz", "packed.npz"):
+        run = _xent(d / target, d / target, "--pred-key", "logits", "--labels-key", "labels",
+                    "--from-logits", "--top-k", "1", "3", "--json", "--no-progress")
+        assert run.returncode == 0, run.stderr
+        out = json.loads(run.stdout)
+        assert out["count"] == 3000
+        np.testing.assert_allclose(out["loss"], want.loss, rtol=1e-12)
+        assert out["top_k_accuracy"]["3"] == want.top_k_accuracy[3]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["missing.npy", "y.npy"], "missing.npy: no such file"),
+        (["z.npy", "y_short.npy"], "shape (10,)"),
+        (["z_int.npy", "y.npy"], "float16, float32 or float64"),
+        (["z.npy", "y_bad.npy"], "out-of-range label 12 at row 2500"),
+        (["both.npz", "y.npy"], "choose one with --pred-key"),
+        (["both.npz", "y.npy", "--pred-key", "nope"], "has no array 'nope'"),
+    ],
+)
+def test_cli_errors_are_one_line(files, args, message):
+    d = files[0]
+    args = [d / a if a.endswith((".npy", ".npz")) else a for a in args]
+    run = _xent(*args, "--from-logits", "--no-progress")
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xent eval: error:"), run.stderr
+    assert message in lines[0]
+
+
+def test_cli_help_lists_every_option():
+    run = subprocess.run([sys.executable, "-m", "xent", "eval", "--help"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0
+    for opt in ("--from-logits", "--top-k", "--batch-size", "--json", "--no-progress",
+                "--pred-key", "--labels-key", "--ignore-class"):
+        assert opt in run.stdout
