@@ -122,7 +122,9 @@ def torch_cross_entropy(input, target, weight=None, ignore_index=-100, reduction
     c = z.shape[-1]
     w = np.ones(c) if weight is None else np.asarray(weight, dtype=np.float64)
     logp = log_softmax(z)
-    lse = np.log(np.sum(np.exp(z), axis=-1))
+    with np.errstate(invalid="ignore", over="ignore"):
+        m = np.max(z, axis=-1, keepdims=True)
+        lse = (m + np.log(np.sum(np.exp(z - m), axis=-1, keepdims=True)))[..., 0]
     t = np.asarray(target)
     eps = label_smoothing
     if t.dtype.kind == "f":  # probabilities
@@ -137,9 +139,10 @@ def torch_cross_entropy(input, target, weight=None, ignore_index=-100, reduction
         oh = one_hot(safe, c)
         main = weighted_neg_sum(w * oh, logp)
         smooth = weighted_neg_sum(w * np.ones(c), logp) / c
-        loss = np.where(counted, (1 - eps) * main + eps * smooth, 0.0)
+        loss = (1 - eps) * main + (eps * smooth if eps else 0.0)  # no 0 * inf without smoothing
+        loss = np.where(counted, loss, 0.0)
         divisor = np.sum(np.where(counted, w[safe], 0.0))
-    zl = np.where(counted, z_loss * lse**2, 0.0)
+    zl = np.where(counted, z_loss * lse**2, 0.0) if z_loss else np.zeros(loss.shape)
     if reduction == "none":
         return loss + zl
     if reduction == "sum":

@@ -118,3 +118,20 @@ def test_inputs_are_never_modified(rng):
     for a, b in zip((z, t, y, w), copies):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(p, p_copy)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.uint64])
+def test_ignored_unsigned_labels_are_not_wrapped(dtype):
+    """Regression: with unsigned labels, ``np.where(ignored, -1, labels)`` wrapped -1 to the
+    dtype's maximum (255 for uint8), which is a valid class when C > 255: ignored rows then
+    silently got that class's loss.  Found by tests/test_hostile_frontends.py."""
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((4, 300))
+    y = np.array([0, 5, 0, 7], dtype=dtype)
+    got = xent.sparse_categorical_crossentropy(y, z, from_logits=True, ignore_class=0)
+    assert got[0] == 0.0 and got[2] == 0.0 and got[1] > 0 and got[3] > 0
+    got = xent.cross_entropy(z, y.astype(np.int64) if dtype == np.uint64 else y, ignore_index=0,
+                             reduction="none")
+    assert got[0] == 0.0 and got[2] == 0.0
+    ev = xent.evaluate(y, z, from_logits=True, ignore_class=0)
+    assert ev.count == 2

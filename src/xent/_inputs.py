@@ -228,7 +228,8 @@ def as_labels(
     if ignored is None:
         labels = flat.astype(np.int64, copy=flat.dtype != np.int64)
     else:
-        labels = np.where(ignored, IGNORED, flat).astype(np.int64)
+        # cast first: with an unsigned dtype, np.where would wrap IGNORED (-1) to 255 etc.
+        labels = np.where(ignored, IGNORED, flat.astype(np.int64))
     valid = None if ignored is None else ~ignored.reshape(batch_shape)
     return labels, valid
 
