@@ -39,8 +39,8 @@ from ._math import (
     fast_exp2,
     fast_log,
     from_ordered_bits,
+    fast_tanh,
     ordered_bits,
-    tanh_f64,
 )
 
 #: Label value the wrappers use for rows that must not count (``ignore_class``).
@@ -182,13 +182,17 @@ def _sparse_row_loss(row, y, m, log_s, smoothing, w):
 @njit(**ROW)
 def _cap_row(row, cap, buf):
     """``buf = cap tanh(row / cap)`` (a copy when ``cap == 0``)."""
-    if cap == 0.0:
-        for j in range(row.shape[0]):
-            buf[j] = row[j]
-    else:
-        inv = 1.0 / cap
-        for j in range(row.shape[0]):
-            buf[j] = cap * tanh_f64(np.float64(row[j]) * inv)
+    # Copy first, transform in place: a plain copy streams from memory at full speed, while
+    # a loop as heavy as tanh, reading memory directly, keeps too few loads in flight and
+    # ran 4x slower (measured); the in-place pass then reads the buffer from L2.
+    for j in range(row.shape[0]):
+        buf[j] = row[j]
+    if cap != 0.0:
+        # in the row's precision: float32 rows stay in 8-lane float32 vectors
+        c = as_type_of(cap, buf[0])
+        inv = as_type_of(1.0 / cap, buf[0])
+        for j in range(buf.shape[0]):
+            buf[j] = c * fast_tanh(buf[j] * inv)
 
 
 @njit(**ROW)

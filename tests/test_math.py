@@ -73,3 +73,16 @@ def test_log_special_values(dtype):
     assert np.isnan(got[0]) and np.isnan(got[2])
     assert got[1] == np.inf and got[3] == -np.inf and got[4] == 0.0
     np.testing.assert_allclose(got[5], np.log(np.float64(tiny)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 2e-7), (np.float64, 4e-16)])
+def test_tanh_absolute_error_and_special_values(dtype, tol):
+    from xent.kernels._math import tanh_f32, tanh_f64
+
+    fn = _vectorised(tanh_f32 if dtype == np.float32 else tanh_f64)
+    x = np.concatenate([np.linspace(-30, 30, 200_001), np.geomspace(1e-30, 1e3, 10_000)])
+    x = np.concatenate([x, -x]).astype(dtype)
+    got = fn(x).astype(np.float64)
+    assert np.max(np.abs(got - np.tanh(x.astype(np.float64)))) <= tol
+    special = np.array([np.inf, -np.inf, np.nan, 0.0, 1e30, -1e30], dtype)
+    np.testing.assert_array_equal(fn(special), np.array([1, -1, np.nan, 0, 1, -1], dtype))
