@@ -247,6 +247,40 @@ def _fast_tanh_impl(x):
     return None
 
 
+# ------------------------------------------------------------ software prefetch
+@intrinsic
+def prefetch(typingctx, arr, index):
+    """Hint the CPU to load the cache line of ``arr[index]`` (1-D array) into L1.
+
+    A prefetch never faults and returns nothing; the callers keep ``index`` inside the
+    array anyway.  Why it is needed: a loop as heavy as ``exp``/``log`` per element keeps
+    too few loads in flight to stream from memory at full speed (measured: the same loop
+    runs ~1.5x faster from cache); prefetching a little ahead lets the memory transfer
+    overlap the arithmetic.
+    """
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(index, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        from numba.core import cgutils
+        from llvmlite import ir
+
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]],
+                                       wraparound=False, boundscheck=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        # read (0), highest locality (3: keep in all cache levels), data cache (1)
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
+                          ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, index), codegen
+
+
 # ------------------------------------------------------------ dtype-generic front doors
 def fast_exp(x):  # pragma: no cover - replaced by the overload inside jitted code
     """``exp`` for float32 or float64 inside jitted code (dispatch at compile time)."""

@@ -16,9 +16,13 @@ exact path, where ``u`` is its distance below the maximum; a guessed shift can a
 (about one ulp of a log-sum-exp near 10), 4e-15 in float64, and only when the guess
 is poor (for trained models the label's logit usually is the maximum).  The targets' sums are taken relative to the same ``M``, so large logits never
 cancel.  The sum of exponentials (terms at most ``ACCEPT``) runs in the input precision over
-blocks of ``BLOCK`` elements and in float64 across blocks, and so do the target sums, which
+blocks of ``STREAM_BLOCK`` elements and in float64 across blocks, and so do the target sums, which
 are recomputed in float64 throughout when a float32 block sum overflows (logits near the
 float32 limit); the plain sum of logits (smoothing) runs in float64.
+
+Streaming: compute as heavy as ``2**u`` per element keeps too few loads in flight for the
+hardware prefetcher alone to reach the memory bandwidth, so the one-pass loops prefetch
+``PREFETCH_AHEAD`` elements ahead in software, one ``STREAM_BLOCK`` at a time.
 
 Edge rules (tested in ``tests/test_extremes.py``):
 
@@ -41,6 +45,7 @@ from ._math import (
     from_ordered_bits,
     fast_tanh,
     ordered_bits,
+    prefetch,
 )
 
 #: Label value the wrappers use for rows that must not count (``ignore_class``).
@@ -51,7 +56,22 @@ BLOCK = 1024
 GUESS = 16
 #: Largest accepted sum of ``exp(z - M)`` for a guessed shift ``M`` (see module docstring).
 ACCEPT = 2.0**24
+#: The one-pass loops work in sub-blocks of ``STREAM_BLOCK`` elements and prefetch the
+#: elements ``PREFETCH_AHEAD`` further on before each (measured on 100,000 x 1,000 to
+#: 1,024 x 131,072 float32: 20-45% faster than relying on the hardware prefetcher alone;
+#: 256/512 beat 128/512, 256/1024 and 512/1024).
+STREAM_BLOCK = 256
+PREFETCH_AHEAD = 512
 _LOG2E = 1.4426950408889634
+
+
+@njit(**SCALAR)
+def prefetch_span(row, start, stop):
+    """Prefetch the cache lines of ``row[start:stop]`` (clipped to the row)."""
+    stop = min(stop, row.shape[0])
+    step = max(1, 64 // row.itemsize)
+    for j in range(start, stop, step):
+        prefetch(row, j)
 
 
 @njit(**ROW)
@@ -115,8 +135,10 @@ def row_lse_parts(row, guess):
     ``M = max(row)``.  ``log s`` is NaN for a row of only ``-inf`` (no softmax exists).
     """
     s = 0.0
-    for q in range(0, row.shape[0], BLOCK):
-        s += _block_sum_exp2(row[q : q + BLOCK], guess)
+    prefetch_span(row, 0, PREFETCH_AHEAD)
+    for q in range(0, row.shape[0], STREAM_BLOCK):
+        prefetch_span(row, q + PREFETCH_AHEAD, q + PREFETCH_AHEAD + STREAM_BLOCK)
+        s += _block_sum_exp2(row[q : q + STREAM_BLOCK], guess)
     if s <= ACCEPT:  # False for NaN
         return np.float64(guess), np.log(s)
     m = row_max(row)
@@ -393,8 +415,14 @@ def _dense_row_sums(row, trow, shift, exact):
     s = 0.0
     t_sum = 0.0
     tz = 0.0
-    for q in range(0, row.shape[0], BLOCK):
-        bs, bt, btz = _block_dense(row[q : q + BLOCK], trow[q : q + BLOCK], shift, exact)
+    prefetch_span(row, 0, PREFETCH_AHEAD)
+    prefetch_span(trow, 0, PREFETCH_AHEAD)
+    for q in range(0, row.shape[0], STREAM_BLOCK):
+        ahead = q + PREFETCH_AHEAD
+        prefetch_span(row, ahead, ahead + STREAM_BLOCK)
+        prefetch_span(trow, ahead, ahead + STREAM_BLOCK)
+        bs, bt, btz = _block_dense(row[q : q + STREAM_BLOCK], trow[q : q + STREAM_BLOCK],
+                                   shift, exact)
         s += bs
         t_sum += bt
         tz += btz

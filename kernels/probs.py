@@ -11,7 +11,7 @@ from numba import njit, prange
 
 from ._config import PARALLEL, ROW, SCALAR
 from ._math import as_type_of, fast_log
-from .logits import BLOCK, IGNORED, row_sum
+from .logits import BLOCK, IGNORED, PREFETCH_AHEAD, STREAM_BLOCK, prefetch_span, row_sum
 
 
 @njit(**ROW)
@@ -58,8 +58,9 @@ def sparse_probs(p, labels, smoothing, lo, hi, renormalize, out_loss):
         loss = -np.log(np.float64(_clip(row[y] / total, lo, hi)))
         if smoothing != 0.0:
             logs = 0.0
-            for q in range(0, c, BLOCK):
-                logs += _block_sum_log_clipped(row[q : q + BLOCK], total, lo, hi)
+            for q in range(0, c, STREAM_BLOCK):
+                prefetch_span(row, q + PREFETCH_AHEAD, q + PREFETCH_AHEAD + STREAM_BLOCK)
+                logs += _block_sum_log_clipped(row[q : q + STREAM_BLOCK], total, lo, hi)
             loss = (1.0 - smoothing) * loss - (smoothing / c) * logs
         out_loss[i] = loss
 
@@ -84,9 +85,12 @@ def _dense_probs_row(row, trow, smoothing, lo, hi, renormalize):
     keep = as_type_of(1.0 - smoothing, lo)
     spread = as_type_of(smoothing / c, lo)
     acc = 0.0
-    for q in range(0, c, BLOCK):
+    prefetch_span(trow, 0, PREFETCH_AHEAD)  # the row itself was just read by its sum
+    for q in range(0, c, STREAM_BLOCK):
+        prefetch_span(row, q + PREFETCH_AHEAD, q + PREFETCH_AHEAD + STREAM_BLOCK)
+        prefetch_span(trow, q + PREFETCH_AHEAD, q + PREFETCH_AHEAD + STREAM_BLOCK)
         acc += _block_dense_probs(
-            row[q : q + BLOCK], trow[q : q + BLOCK], total, lo, hi, keep, spread
+            row[q : q + STREAM_BLOCK], trow[q : q + STREAM_BLOCK], total, lo, hi, keep, spread
         )
     return -acc
 
