@@ -377,6 +377,96 @@ def sparse_logits_short_rows(z, labels, smoothing, class_weights, out_loss, out_
 
 
 @njit(**ROW)
+def _segment_sums_by_column(values, k0, c, out):
+    """``out[r] = sum(values[k0 + r c : k0 + (r + 1) c])`` in float64, column by column so
+    that the rows' additions pipeline (each row's order is still left to right)."""
+    for r in range(out.shape[0]):
+        out[r] = 0.0
+    for j in range(c):
+        for r in range(out.shape[0]):
+            out[r] += np.float64(values[k0 + r * c + j])
+
+
+@njit(**ROW)
+def _targets_times(tflat, k0, d, out):
+    """``out = t d`` where ``t != 0``, else 0 (never ``0 * -inf``)."""
+    zero = as_type_of(0.0, d[0])
+    for k in range(d.shape[0]):
+        t = as_type_of(tflat[k0 + k], zero)
+        out[k] = t * d[k] if t != zero else zero
+
+
+@njit(**ROW)
+def _log64_into(values, out):
+    for r in range(values.shape[0]):
+        out[r] = fast_log(values[r])
+
+
+@njit(**ROW)
+def _dense_short_losses(t_sum, log_s, tz, d_sum, c, smoothing, out):
+    for r in range(t_sum.shape[0]):
+        loss = t_sum[r] * log_s[r] - tz[r]
+        if smoothing != 0.0:
+            loss = (1.0 - smoothing) * loss + smoothing * (log_s[r] - d_sum[r] / c)
+        out[r] = loss
+
+
+@njit(**PARALLEL)
+def dense_logits_short_rows(z, t, smoothing, out_loss, out_lse):
+    """:func:`dense_logits` for many short rows (C <= ``SHORT_ROW``), C-contiguous ``z``
+    and ``t`` (the engine checks), no class weights, soft-cap or mask.
+
+    Rows are taken in blocks of about ``ROW_BLOCK_ELEMENTS`` elements, each row shifted by its
+    first logit; ``t (z - M)``, ``2**u`` and the logs run as long vectorised loops over the
+    block, the per-row sums column by column.  A row whose sum exceeds ``ACCEPT`` or whose
+    sums are not finite (NaN, inf, a first logit far below the maximum) is recomputed on
+    its own by :func:`_dense_row`.  Every row's result depends on that row only.
+    """
+    n, c = z.shape
+    keep_lse = out_lse.shape[0] == n
+    flat = z.reshape(-1)
+    tflat = t.reshape(-1)
+    no_weights = np.empty(0, np.float64)
+    rows_per_block = max(1, ROW_BLOCK_ELEMENTS // c)
+    n_blocks = (n + rows_per_block - 1) // rows_per_block
+    for b in prange(n_blocks):
+        r0 = b * rows_per_block
+        r1 = min(r0 + rows_per_block, n)
+        nr = r1 - r0
+        k0 = r0 * c
+        shifts = np.empty(nr, z.dtype)
+        d = np.empty(nr * c, z.dtype)
+        for r in range(nr):
+            shifts[r] = flat[k0 + r * c]
+            _shift_into(flat[k0 + r * c : k0 + (r + 1) * c], shifts[r], d[r * c : (r + 1) * c])
+        d_sum = np.empty(nr if smoothing != 0.0 else 0)
+        if smoothing != 0.0:
+            _segment_sums_by_column(d, 0, c, d_sum)
+        td = np.empty(nr * c, z.dtype)
+        _targets_times(tflat, k0, d, td)
+        tz = np.empty(nr)
+        t_sum = np.empty(nr)
+        _segment_sums_by_column(td, 0, c, tz)
+        _segment_sums_by_column(tflat, k0, c, t_sum)
+        _exp2_inplace(d)
+        s = np.empty(nr)
+        _segment_sums_by_column(d, 0, c, s)
+        log_s = np.empty(nr)
+        _log64_into(s, log_s)
+        _dense_short_losses(t_sum, log_s, tz, d_sum, c, smoothing, out_loss[r0:r1])
+        for r in range(nr):
+            i = r0 + r
+            if s[r] <= ACCEPT and np.isfinite(t_sum[r]) and np.isfinite(tz[r]):  # NaN fails
+                if keep_lse:
+                    out_lse[i] = np.float64(shifts[r]) + log_s[r]
+            else:
+                loss, lse = _dense_row(z[i], t[i], smoothing, no_weights)
+                out_loss[i] = loss
+                if keep_lse:
+                    out_lse[i] = lse
+
+
+@njit(**ROW)
 def _block_dense(block, tblock, shift, exact):
     """Block sums ``(exp(z - M), t, t (z - M) where t != 0)`` in the input precision.
 

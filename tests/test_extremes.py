@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import reference
 import xent
 
 DTYPES = [np.float32, np.float64]
@@ -135,3 +136,43 @@ def test_rows_without_softmax_are_nan_even_with_zero_targets(dtype):
     z = np.array([[np.nan], [np.inf], [-np.inf]], dtype)
     got = xent.categorical_crossentropy(np.zeros((3, 1), np.uint8), z, from_logits=True)
     assert np.all(np.isnan(got))
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("c", [1, 3, 10, 16])
+def test_dense_short_row_blocks_and_their_fallback(c, smoothing):
+    """The dense row-block kernel (C <= 16, contiguous inputs) over several blocks, with rows
+    that must take the per-row fallback: first logit far below the maximum, NaN, +inf,
+    -inf first logit, all -inf; compared with the float64 reference (and lse with it)."""
+    rng = np.random.default_rng(c)
+    n = 1000  # several row blocks and a partial one
+    z = rng.standard_normal((n, c)) * 3
+    t = rng.random((n, c))
+    special = {
+        0: lambda r: r.__setitem__(0, -1e4),
+        1: lambda r: r.__setitem__(-1, np.nan),
+        2: lambda r: r.__setitem__(-1, np.inf),
+        3: lambda r: r.__setitem__(0, -np.inf),
+        4: lambda r: r.__setitem__(slice(None), -np.inf),
+    }
+    for k, f in special.items():
+        f(z[100 * k + 7])
+    t[307, 0] = 0.0  # -inf first logit with a zero target contributes 0
+    for dtype in (np.float32, np.float64):
+        zz = z.astype(dtype)
+        loss, lse = xent.categorical_crossentropy(t, zz, from_logits=True,
+                                                  label_smoothing=smoothing, return_lse=True)
+        want = reference.categorical_crossentropy(t, zz.astype(np.float64), True, smoothing)
+        rtol = 1e-12 if dtype == np.float64 else 2e-5
+        np.testing.assert_allclose(loss, want, rtol=rtol, atol=rtol, equal_nan=True)
+        with np.errstate(all="ignore"):
+            m = np.max(zz.astype(np.float64), axis=1, keepdims=True)
+            want_lse = (m + np.log(np.exp(zz - m).sum(1, keepdims=True)))[:, 0]
+        finite = np.isfinite(want_lse)
+        np.testing.assert_allclose(lse[finite], want_lse[finite], rtol=rtol, atol=rtol)
+        # a non-contiguous view takes the general kernel: same rows
+        wide = np.zeros((n, 2 * c), dtype)
+        wide[:, ::2] = zz
+        again = xent.categorical_crossentropy(t, wide[:, ::2], from_logits=True,
+                                              label_smoothing=smoothing)
+        np.testing.assert_allclose(again, loss, rtol=rtol, atol=rtol, equal_nan=True)

@@ -35,10 +35,15 @@ def _rows(kind, rows, second, *, from_logits, smoothing=0.0, epsilon=1e-7, renor
     if from_logits:
         mask = _NO_MASK if class_mask is None else class_mask
         plain = softcap == 0.0 and class_mask is None
-        if kind == "dense":
+        short = rows.shape[1] <= kernels.SHORT_ROW
+        if kind == "dense" and plain and short and class_weights is None and \
+                rows.flags.c_contiguous and second.flags.c_contiguous:
+            # many short rows: row blocks (flat views need C-contiguous rows)
+            kernels.dense_logits_short_rows(rows, second, float(smoothing), loss, lse)
+        elif kind == "dense":
             kernels.dense_logits(rows, second, float(smoothing), weights, float(softcap), mask,
                                  loss, lse)
-        elif plain and rows.shape[1] <= kernels.SHORT_ROW:
+        elif plain and short:
             # many short rows: row blocks
             kernels.sparse_logits_short_rows(rows, second, float(smoothing), weights, loss, lse)
         else:
