@@ -13,11 +13,13 @@ from .logits import (
     IGNORED,
     SHORT_ROW,
     dense_logits,
+    dense_logits_long_rows,
     dense_logits_short_rows,
     row_max,
     row_sum,
     row_sum_exp,
     sparse_logits,
+    sparse_logits_long_rows,
     sparse_logits_short_rows,
 )
 from .probs import dense_probs, probability_rows, sparse_probs
@@ -27,6 +29,7 @@ __all__ = [
     "IGNORED",
     "SHORT_ROW",
     "dense_logits",
+    "dense_logits_long_rows",
     "dense_logits_short_rows",
     "dense_probs",
     "evaluate_dense",
@@ -37,6 +40,7 @@ __all__ = [
     "row_sum",
     "row_sum_exp",
     "sparse_logits",
+    "sparse_logits_long_rows",
     "sparse_logits_short_rows",
     "sparse_probs",
 ]

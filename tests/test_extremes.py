@@ -176,3 +176,51 @@ def test_dense_short_row_blocks_and_their_fallback(c, smoothing):
         again = xent.categorical_crossentropy(t, wide[:, ::2], from_logits=True,
                                               label_smoothing=smoothing)
         np.testing.assert_allclose(again, loss, rtol=rtol, atol=rtol, equal_nan=True)
+
+
+def test_few_very_long_rows_are_split_over_threads():
+    """Fewer rows than threads and C >= LONG_ROW: each row's sums are split into a fixed
+    number of pieces computed on all threads.  Checked against the reference, including a
+    row whose first logits lie far below its maximum (the exact path) and NaN / all -inf
+    rows, and bit for bit across thread counts (the pieces do not depend on them)."""
+    import numba
+
+    from xent import _engine, kernels
+
+    c = _engine.LONG_ROW + 12_345
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((1, c)) * 2
+    y = np.array([c - 3])
+    for row_fix in (None, "low_start", "nan", "all_minus_inf"):
+        zz = z.copy()
+        if row_fix == "low_start":
+            zz[0, :100] = -1e4
+            zz[0, 200_000 % c] = 50.0
+        elif row_fix == "nan":
+            zz[0, 777] = np.nan
+        elif row_fix == "all_minus_inf":
+            zz[:] = -np.inf
+        t = np.zeros_like(zz)
+        t[0, y] = 0.7
+        t[0, 5] = 0.3
+        for dtype in (np.float32, np.float64):
+            zd = zz.astype(dtype)
+            rtol = 1e-12 if dtype == np.float64 else 2e-5
+            for ls in (0.0, 0.1):
+                got = xent.sparse_categorical_crossentropy(y, zd, from_logits=True, label_smoothing=ls)
+                want, _ = reference.sparse_categorical_crossentropy(y, zd.astype(np.float64), True,
+                                                                    label_smoothing=ls)
+                np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol, equal_nan=True)
+                got = xent.categorical_crossentropy(t, zd, from_logits=True, label_smoothing=ls)
+                want = reference.categorical_crossentropy(t, zd.astype(np.float64), True, ls)
+                np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol, equal_nan=True)
+            # the split kernels give the same bits on one thread and on all of them
+            outs = []
+            for threads in (1, numba.config.NUMBA_NUM_THREADS):
+                numba.set_num_threads(threads)
+                a, b, lse = np.empty(1, dtype), np.empty(1, dtype), np.empty(1, dtype)
+                kernels.sparse_logits_long_rows(zd, y, 0.1, np.empty(0), a, lse)
+                kernels.dense_logits_long_rows(zd, t.astype(dtype), 0.1, b, lse)
+                outs.append((a.tobytes(), b.tobytes(), lse.tobytes()))
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+            assert outs[0] == outs[1]

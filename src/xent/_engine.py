@@ -6,6 +6,7 @@ rewritten for speed without touching any front end.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from xent import kernels
@@ -22,6 +23,8 @@ def _clip_bounds(dtype, epsilon: float):
     return t(epsilon), t(1.0) - t(epsilon)
 
 
+#: Rows at least this long are split over the threads when there are fewer rows than threads.
+LONG_ROW = 131_072  # measured: shorter rows lose more to the parallel launch than they gain
 _NO_WEIGHTS = np.empty(0, np.float64)
 _NO_MASK = np.empty((0, 0), np.bool_)
 
@@ -36,7 +39,13 @@ def _rows(kind, rows, second, *, from_logits, smoothing=0.0, epsilon=1e-7, renor
         mask = _NO_MASK if class_mask is None else class_mask
         plain = softcap == 0.0 and class_mask is None
         short = rows.shape[1] <= kernels.SHORT_ROW
-        if kind == "dense" and plain and short and class_weights is None and \
+        # fewer rows than threads: split each long row over the threads instead
+        few_long = rows.shape[0] < numba.get_num_threads() and rows.shape[1] >= LONG_ROW
+        if kind == "sparse" and plain and few_long:
+            kernels.sparse_logits_long_rows(rows, second, float(smoothing), weights, loss, lse)
+        elif kind == "dense" and plain and few_long and class_weights is None:
+            kernels.dense_logits_long_rows(rows, second, float(smoothing), loss, lse)
+        elif kind == "dense" and plain and short and class_weights is None and \
                 rows.flags.c_contiguous and second.flags.c_contiguous:
             # many short rows: row blocks (flat views need C-contiguous rows)
             kernels.dense_logits_short_rows(rows, second, float(smoothing), loss, lse)
