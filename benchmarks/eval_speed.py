@@ -9,10 +9,10 @@ integer labels; every result is checked against xent's before it is timed.  With
 from __future__ import annotations
 
 import argparse
-import re
 import time
 
 import numpy as np
+from _readme import splice
 
 import xent
 
@@ -98,17 +98,7 @@ def main(argv=None) -> int:
         print(lines[-1], flush=True)
     block = "\n".join(lines)
     if args.readme:
-        marker = "<!-- eval-speed -->"
-        text = open(args.readme).read()
-        pattern = re.compile(re.escape(marker) + r".*?" + re.escape(marker), re.S)
-        new = f"{marker}\n{block}\n{marker}"
-        if pattern.search(text):
-            text = pattern.sub(lambda _: new, text)
-        elif text.count(marker) == 1:
-            text = text.replace(marker, new)
-        else:
-            raise SystemExit(f"marker {marker} not found in {args.readme}")
-        open(args.readme, "w").write(text)
+        splice(args.readme, "<!-- eval-speed -->", block)
     else:
         print(block)
     return 0

@@ -10,11 +10,10 @@ the call's own peak above the inputs.  With ``--readme`` the table replaces the 
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import time
 
 import numpy as np
+from _readme import splice
 
 import xent
 
@@ -80,19 +79,7 @@ def main(argv=None) -> int:
                  f"the outputs themselves are {N * 4 * 3 / 2**10:.0f} KiB.")
     block = "\n".join(lines)
     if args.readme:
-        text = open(args.readme).read()
-        marker = "<!-- large-vocab-memory -->"
-        pattern = re.compile(re.escape(marker) + r".*?" + re.escape(marker), re.S)
-        new = f"{marker}\n{block}\n{marker}"
-        if pattern.search(text):
-            text = pattern.sub(lambda _: new, text)
-        elif text.count(marker) == 1:
-            text = text.replace(marker, new)
-        else:
-            raise SystemExit(f"{args.readme}: marker {marker} not found")
-        with open(args.readme + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(args.readme + ".tmp", args.readme)
+        splice(args.readme, "<!-- large-vocab-memory -->", block)
     else:
         print(block)
     return 0

@@ -533,12 +533,20 @@ def _dense_row(row, trow, smoothing, w):
     With class weights ``w`` (non-empty) ``trow`` must already hold ``w t``: the smoothing
     term then becomes ``(eps / C) sum_c w_c (lse - z_c)``.
     """
-    c = row.shape[0]
     m = guess_shift(row)
     s, t_sum, tz = _dense_row_sums(row, trow, m, False)
     if not s <= ACCEPT:
         m = row_max(row)
         s, t_sum, tz = _dense_row_sums(row, trow, m, True)
+    return _dense_row_finish(row, trow, smoothing, w, m, s, t_sum, tz)
+
+
+@njit(**SCALAR)
+def _dense_row_finish(row, trow, smoothing, w, m, s, t_sum, tz):
+    """``(loss, lse)`` of a dense row from its sums relative to the shift ``m`` (shared by
+    the per-row and the split-row kernels): the float64 rescue of overflowed target sums,
+    then ``T log s - sum t (z - m)`` and the smoothing term."""
+    c = row.shape[0]
     if not (np.isfinite(tz) and np.isfinite(t_sum)):
         t_sum, tz = _row_target_sums_f64(row, trow, m)
     log_s = np.log(s) if m != -np.inf else np.nan
@@ -701,8 +709,9 @@ def _split_dense_sums(row, trow, shift, exact):
 def dense_logits_long_rows(z, t, smoothing, out_loss, out_lse):
     """:func:`dense_logits` (no class weights, soft-cap or mask) for a few very long rows,
     each split over all threads."""
-    n, c = z.shape
+    n = z.shape[0]
     keep_lse = out_lse.shape[0] == n
+    no_weights = np.empty(0, np.float64)
     for i in range(n):
         row = z[i]
         trow = t[i]
@@ -711,13 +720,7 @@ def dense_logits_long_rows(z, t, smoothing, out_loss, out_lse):
         if not s <= ACCEPT:
             m = _split_max(row)
             s, t_sum, tz = _split_dense_sums(row, trow, m, True)
-        if not (np.isfinite(tz) and np.isfinite(t_sum)):
-            t_sum, tz = _row_target_sums_f64(row, trow, m)
-        log_s = np.log(s) if m != -np.inf else np.nan
-        m64 = np.float64(m)
-        loss = t_sum * log_s - tz
-        if smoothing != 0.0:
-            loss = (1.0 - smoothing) * loss + smoothing * (log_s - (row_sum(row) / c - m64))
+        loss, lse = _dense_row_finish(row, trow, smoothing, no_weights, m, s, t_sum, tz)
         out_loss[i] = loss
         if keep_lse:
-            out_lse[i] = m64 + log_s
+            out_lse[i] = lse

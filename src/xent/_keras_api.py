@@ -21,7 +21,7 @@ from xent._inputs import (
     to_rows,
 )
 from xent._reduce import check_keras_reduction, keras_reduce
-from xent._vocab import LargeVocab, check_large_vocab, package, z_terms
+from xent._vocab import LargeVocab, check_large_vocab, finish
 
 #: Keras's default ``backend.epsilon()``.
 EPSILON = 1e-7
@@ -47,16 +47,7 @@ def _no_extra_outputs(opts):
 
 def _with_vocab(loss, lse, valid, opts, batch_shape):
     """Add the z-loss and package the outputs the large-vocabulary options ask for."""
-    z = z_terms(lse, opts, None if valid is None else valid.reshape(-1))
-    if z is not None and opts.z_loss:
-        loss = loss + z
-    shape = tuple(batch_shape)
-    return package(
-        loss.reshape(shape),
-        None if z is None else z.reshape(shape),
-        None if lse is None else lse.reshape(shape),
-        opts,
-    )
+    return finish(loss, lse, None if valid is None else valid.reshape(-1), opts, batch_shape)
 
 
 def _sparse(y_true, y_pred, from_logits, ignore_class, axis, label_smoothing, epsilon, renormalize,

@@ -15,7 +15,7 @@ from xent._inputs import (
     normalize_axis,
     to_rows,
 )
-from xent._vocab import check_large_vocab, package, z_terms
+from xent._vocab import check_large_vocab, finish
 
 
 def _where(where, logits: np.ndarray, ax: int):
@@ -56,18 +56,9 @@ def _where(where, logits: np.ndarray, ax: int):
 
 
 def _finish(loss, lse, row_mask, opts, batch_shape):
-    if row_mask is not None:
+    if row_mask is not None:  # examples outside ``where`` give 0
         loss = np.where(row_mask, loss, loss.dtype.type(0.0))
-    z = z_terms(lse, opts, row_mask)
-    if z is not None and opts.z_loss:
-        loss = loss + z
-    shape = tuple(batch_shape)
-    return package(
-        loss.reshape(shape),
-        None if z is None else z.reshape(shape),
-        None if lse is None else lse.reshape(shape),
-        opts,
-    )
+    return finish(loss, lse, row_mask, opts, batch_shape)
 
 
 def softmax_cross_entropy(logits, labels, axis=-1, where=None, *, z_loss=0.0, softcap=None,

@@ -75,3 +75,18 @@ def package(loss, z, lse, opts: LargeVocab):
     if opts.return_lse:
         out.append(lse)
     return tuple(out)
+
+
+def finish(loss, lse, counted, opts: LargeVocab, batch_shape):
+    """Per-element outputs of a front end: ``loss`` plus the z-loss where ``counted`` (flat
+    bool per row, or ``None`` for all), reshaped to ``batch_shape`` and packaged as asked."""
+    z = z_terms(lse, opts, counted)
+    if z is not None and opts.z_loss:
+        loss = loss + z
+    shape = tuple(batch_shape)
+    return package(
+        loss.reshape(shape),
+        None if z is None else z.reshape(shape),
+        None if lse is None else lse.reshape(shape),
+        opts,
+    )
