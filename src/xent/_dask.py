@@ -119,8 +119,6 @@ def keras_function(func, y_true, y_pred, *, dense, axis, **kw):
 
 def keras_loss_object(loss_obj, y_true, y_pred, sample_weight, dense):
     """A Keras-style loss object on dask inputs: lazy per-sample (``"none"``) or lazy 0-d."""
-    from xent._reduce import broadcast_sample_weight  # noqa: F401  (same broadcasting rules)
-
     kind = "dense" if dense else "sparse"
     red = loss_obj.reduction
     if red is None or red == "none":

@@ -18,9 +18,11 @@ import numpy as np
 
 from xent import kernels
 from xent._inputs import (
-    _native,
     as_array,
     as_labels,
+    as_predictions,
+    as_sample_weight,
+    as_targets,
     check_ignore_class,
 )
 from xent._threading import ensure_threading_layer
@@ -147,11 +149,7 @@ def check_top_k(top_k) -> tuple:
 def prediction_rows(y_pred, name="y_pred"):
     """The predictions as ``(rows, C)`` without copying (memory maps stay memory maps);
     float16 is converted block by block later, other dtypes are refused."""
-    pred = y_pred if isinstance(y_pred, np.ndarray) else as_array(y_pred, name)
-    if pred.dtype.kind != "f" or pred.dtype.itemsize not in (2, 4, 8):
-        raise TypeError(
-            f"{name} must hold float16, float32 or float64 scores, got dtype {pred.dtype}"
-        )
+    pred = as_predictions(y_pred, name, keep_half=True)
     if pred.ndim == 0:
         raise ValueError(f"{name} must have a class axis (the last), got a scalar")
     c = pred.shape[-1]
@@ -275,36 +273,20 @@ class _Progress:
 
 
 # ------------------------------------------------------------------ the pass
-def _float_block(block):
-    block = _native(block) if not block.dtype.isnative else block
-    if block.dtype.itemsize == 2:
-        return block.astype(np.float32)
-    return block
-
-
 def _weights_flat(sample_weight, batch_shape, n):
     if sample_weight is None:
         return None
     w = as_array(sample_weight, "sample_weight")
-    if w.dtype.kind not in "biuf":
-        raise TypeError(f"sample_weight must be numeric, got dtype {w.dtype}")
     if w.shape == tuple(batch_shape) + (1,):
         w = w[..., 0]
-    try:
-        w = np.broadcast_to(w, tuple(batch_shape))
-    except ValueError:
-        raise ValueError(
-            f"sample_weight has shape {w.shape}, which does not broadcast to the batch "
-            f"shape {tuple(batch_shape)}"
-        ) from None
-    return w.reshape(n)
+    return as_sample_weight(w, batch_shape)
 
 
 def evaluate_block(pred, labels, kind, *, from_logits, ignore_class, weights, totals,
                    row_offset=0):
     """Run the fused kernel on one block of rows and add its sums into ``totals``."""
     ensure_threading_layer()
-    pred = _float_block(pred)
+    pred = as_predictions(pred)  # float16 and byte-swapped blocks converted here
     n, c = pred.shape
     lo = pred.dtype.type(EPSILON)
     hi = pred.dtype.type(1.0) - lo
@@ -317,21 +299,9 @@ def evaluate_block(pred, labels, kind, *, from_logits, ignore_class, weights, to
             raise _shift_position(exc, row_offset) from None
         kernels.evaluate_sparse(pred, ids, bool(from_logits), lo, hi, _NO_WEIGHTS, loss, rank)
     else:
-        t = labels
-        if t.dtype.kind == "b":
-            t = t.view(np.uint8)
-        elif t.dtype.kind == "f" and t.dtype.itemsize == 2:
-            t = t.astype(np.float32)
-        t = _native(t) if not t.dtype.isnative else t
+        t = as_targets(labels, pred.shape)
         kernels.evaluate_dense(pred, t, bool(from_logits), lo, hi, _NO_WEIGHTS, loss, rank)
-    if weights is not None:
-        w = np.asarray(weights, np.float64)
-        if not np.isfinite(w).all():
-            k = int(np.argmax(~np.isfinite(w)))
-            raise ValueError(f"sample_weight has the non-finite value {w[k]!r} at row {row_offset + k}")
-    else:
-        w = None
-    totals.add(loss, rank, w)
+    totals.add(loss, rank, None if weights is None else np.asarray(weights, np.float64))
 
 
 def _shift_position(exc, offset):
@@ -415,7 +385,12 @@ def evaluate(y_true, y_pred, *, from_logits=False, top_k=(1, 5), sample_weight=N
     top-2 accuracy        0.666667
 
     The third row ties classes 0 and 1; the smaller index ranks first, so label 0 counts as
-    correct (as ``np.argmax`` and a stable sort would have it).
+    correct (as ``np.argmax`` and a stable sort would have it).  The loss is the mean of
+    ``-log p_y`` over the three rows:
+
+    >>> import math
+    >>> round(-(math.log(0.7) + math.log(0.2) + math.log(0.4)) / 3, 6)
+    0.960801
     """
     from xent import _dask
 

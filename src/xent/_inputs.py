@@ -36,19 +36,23 @@ def as_array(x, name: str) -> np.ndarray:
         raise ValueError(f"{name} could not be converted to an array: {exc}") from exc
 
 
-def as_predictions(y_pred, name: str = "y_pred") -> np.ndarray:
+def as_predictions(y_pred, name: str = "y_pred", *, keep_half: bool = False) -> np.ndarray:
     """Float predictions (logits or probabilities) as float32 or float64.
 
     float16 (and bfloat-like narrow floats NumPy knows) are computed in float32; integer,
-    bool, complex and object arrays are a ``TypeError``.
+    bool, complex and object arrays are a ``TypeError``.  ``keep_half=True`` returns
+    float16 (and byte-swapped) input unconverted, for callers that convert block by block
+    (a memory map must not be copied whole); ndarrays are then never copied.
     """
-    arr = as_array(y_pred, name)
+    arr = y_pred if isinstance(y_pred, np.ndarray) else as_array(y_pred, name)
     kind = arr.dtype.kind
     if kind != "f":
         raise TypeError(
             f"{name} must hold floating-point scores (float16, float32 or float64), "
             f"got {_describe(arr)}"
         )
+    if keep_half and arr.dtype.itemsize in (2, 4, 8):
+        return arr
     arr = _native(arr)
     if arr.dtype.type in _FLOAT_OK:
         return arr
@@ -130,6 +134,30 @@ def check_real(value, name: str, *, positive: bool = False) -> float:
     return v
 
 
+def check_finite(values: np.ndarray, name: str, where: str = "index") -> None:
+    """``ValueError`` naming the first non-finite value and its position."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise ValueError(f"{name} has the non-finite value {values[k]!r} at {where} {k}")
+
+
+def as_sample_weight(sample_weight, shape: tuple, name: str = "sample_weight") -> np.ndarray:
+    """Finite numeric per-sample weights as float64, broadcast to ``shape`` and flattened."""
+    w = as_array(sample_weight, name)
+    if w.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be numeric, got dtype {w.dtype}")
+    try:
+        w = np.broadcast_to(w.astype(np.float64), tuple(shape))
+    except ValueError:
+        raise ValueError(
+            f"{name} has shape {w.shape}, which does not broadcast to {tuple(shape)}"
+        ) from None
+    w = w.reshape(-1)
+    check_finite(w, name)
+    return w
+
+
 def as_class_weights(weight, n_classes: int, name: str = "weight") -> np.ndarray | None:
     """Per-class weights as a float64 array of length C (``None`` stays ``None``)."""
     if weight is None:
@@ -142,9 +170,7 @@ def as_class_weights(weight, n_classes: int, name: str = "weight") -> np.ndarray
             f"{name} must have shape ({n_classes},) (one weight per class), got {w.shape}"
         )
     w = w.astype(np.float64)
-    if not np.isfinite(w).all():
-        k = int(np.argmax(~np.isfinite(w)))
-        raise ValueError(f"{name} has the non-finite value {w[k]!r} at index {k}")
+    check_finite(w, name)
     return w
 
 

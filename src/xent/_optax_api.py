@@ -11,6 +11,7 @@ from xent import _engine
 from xent._inputs import (
     as_array,
     as_labels,
+    as_targets,
     as_predictions,
     normalize_axis,
     to_rows,
@@ -112,18 +113,13 @@ def softmax_cross_entropy(logits, labels, axis=-1, where=None, *, z_loss=0.0, so
     z = as_predictions(logits, "logits")
     ax = normalize_axis(axis, z.ndim, name="logits")
     t = as_array(labels, "labels")
-    if t.dtype.kind not in "biuf":
-        raise TypeError(f"labels must be numeric, got dtype {t.dtype}")
     try:
-        t = np.broadcast_to(t, z.shape)
+        t = np.broadcast_to(t, z.shape)  # a zero-stride view: no copy
     except ValueError:
         raise ValueError(
             f"labels has shape {t.shape}, which does not broadcast to logits {z.shape}"
         ) from None
-    if t.dtype.kind == "b":
-        t = t.view(np.uint8)
-    elif t.dtype.kind == "f" and t.dtype.itemsize < 4:
-        t = t.astype(np.float32)
+    t = as_targets(t, z.shape, name="labels", pred_name="logits")
     row_mask, class_rows = _where(where, z, ax)
     rows, batch_shape = to_rows(z, ax, name="logits")
     trows, _ = to_rows(t, ax, name="labels")

@@ -10,12 +10,15 @@ import warnings
 import numpy as np
 
 from xent import _engine
-from xent._inputs import as_array
+from xent._inputs import as_array, as_predictions, as_sample_weight
 
 _NO_PRED = object()
 
 
 def _as_probabilities(y_pred, name):
+    """``(probabilities, eps)``: integers become float64 (as scikit-learn's check_array);
+    eps is the machine epsilon of the float dtype given (float16 clips at its own, as
+    scikit-learn does, but is computed in float32)."""
     p = as_array(y_pred, name)
     if p.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold probabilities (numbers in [0, 1]), got dtype {p.dtype}")
@@ -25,11 +28,8 @@ def _as_probabilities(y_pred, name):
             f"class) or (n_samples, n_classes), got {p.shape}"
         )
     if p.dtype.kind != "f":
-        p = p.astype(np.float64)  # as scikit-learn's check_array
-    eps = float(np.finfo(p.dtype).eps)  # float16 clips at its own epsilon, as scikit-learn
-    if not p.dtype.isnative or p.dtype.itemsize < 4:
-        p = p.astype(p.dtype.newbyteorder("=") if p.dtype.itemsize >= 4 else np.float32)
-    return p, eps
+        p = p.astype(np.float64)
+    return as_predictions(p, name), float(np.finfo(p.dtype).eps)
 
 
 def _classes(y, labels, name):
@@ -72,14 +72,9 @@ def _sample_weight(sample_weight, n):
     if sample_weight is None:
         return None
     w = as_array(sample_weight, "sample_weight")
-    if w.dtype.kind not in "biuf":
-        raise TypeError(f"sample_weight must be numeric, got dtype {w.dtype}")
-    if w.shape != (n,):
+    if w.shape != (n,):  # scikit-learn does not broadcast
         raise ValueError(f"sample_weight must have shape ({n},), got {w.shape}")
-    w = w.astype(np.float64)
-    if not np.isfinite(w).all():
-        k = int(np.argmax(~np.isfinite(w)))
-        raise ValueError(f"sample_weight has the non-finite value {w[k]!r} at index {k}")
+    w = as_sample_weight(w, (n,))
     if not w.any():
         raise ValueError("sample_weight must contain at least one non-zero number")
     return w
@@ -138,6 +133,12 @@ def log_loss(y_true, y_pred=_NO_PRED, *, normalize=True, sample_weight=None, lab
     >>> xent.log_loss([1, 2], [[0.05, 0.95, 0.0], [0.1, 0.8, 0.1]], labels=[0, 1, 2])
     1.176939193690798
     >>> round(xent.log_loss(["spam", "ham", "ham"], [0.9, 0.2, 0.3]), 7)
+    0.228393
+
+    ("spam" sorts after "ham", so 0.9 is the probability of row 0's own label):
+
+    >>> import math
+    >>> round(-(math.log(0.9) + math.log(1 - 0.2) + math.log(1 - 0.3)) / 3, 7)
     0.228393
     """
     if y_proba is not None:
