@@ -210,6 +210,29 @@ def log_f64(x):
     return x if x != x else y
 
 
+@njit(types.float32(types.float32), **_OPTS)
+def log1p_f32(x):
+    """``log(1 + x)`` of a float32, accurate for tiny ``x`` too, vectorisable.
+
+    ``u = 1 + x`` is rounded; ``log(u) * x / (u - 1)`` corrects for exactly that rounding
+    (``u - 1`` is exact), and ``u == 1`` means ``log1p(x) = x`` to working precision.  Needs
+    ``contract``-only flags: reassociation would fold ``(1 + x) - 1`` into ``x``.
+    """
+    u = _F32(1.0) + x
+    d = u - _F32(1.0)
+    y = log_f32(u) * (x / d) if d != _F32(0.0) else x
+    return u if u == _F32(np.inf) else y  # x / d would be inf / inf
+
+
+@njit(types.float64(types.float64), **_OPTS)
+def log1p_f64(x):
+    """``log(1 + x)`` of a float64 (as :func:`log1p_f32`)."""
+    u = 1.0 + x
+    d = u - 1.0
+    y = log_f64(u) * (x / d) if d != 0.0 else x
+    return u if u == np.inf else y
+
+
 @njit(types.float64(types.float64), **_OPTS)
 def tanh_f64(x):
     """``tanh`` from one vectorisable exp: ``sign(x) (1 - 2 / (exp(2|x|) + 1))``.
@@ -315,6 +338,20 @@ def _fast_log_impl(x):
     return None
 
 
+def fast_log1p(x):  # pragma: no cover - replaced by the overload inside jitted code
+    """``log1p`` for float32 or float64 inside jitted code (dispatch at compile time)."""
+    return np.log1p(x)
+
+
+@overload(fast_log1p, jit_options=_OVERLOAD_OPTS)
+def _fast_log1p_impl(x):
+    if x == types.float32:
+        return lambda x: log1p_f32(x)
+    if x == types.float64:
+        return lambda x: log1p_f64(x)
+    return None
+
+
 @overload(as_type_of, jit_options=_OVERLOAD_OPTS)
 def _as_type_of_impl(value, like):
     if like == types.float32:
@@ -369,8 +406,11 @@ def _from_ordered_bits_impl(k, like):
 # For log-sum-exp the kernels sum 2**u with u = (z - M) * log2(e) and M a guessed shift.
 # This form needs no Cody-Waite step: rounding u to an integer k is one add of a "magic"
 # constant (k lands in the low mantissa bits, read back through the bit pattern), and
-# 2**(u - k) on [-1/2, 1/2] is one polynomial.  u is clamped to [-126, 64]: below, a term
-# is at most 2**-126 (negligible in a sum whose largest term is >= 1); above, the sum is
+# 2**(u - k) on [-1/2, 1/2] is one polynomial.  u is clamped to [-127, 64]: at -127 the
+# exponent bits of the polynomial's value (1 exactly) cancel to an exact 0, so every term
+# below that is 0 at no extra cost (a row of one finite logit then has a loss of exactly 0);
+# between -127 and -126 a term is a positive value below 2**-126, negligible in a sum whose
+# largest term is >= 1; above 64, the sum is
 # >= 2**64 and the kernel rejects the guess and recomputes with the exact maximum.
 _MAGIC32 = _F32(12582912.0)  # 1.5 * 2**23
 _MAGIC64 = 6755399441055744.0  # 1.5 * 2**52
@@ -380,8 +420,9 @@ EXP2_HI = 64.0
 
 @njit(types.float32(types.float32), **_OPTS)
 def exp2_f32(u):
-    """``2**u`` for float32 ``u`` clamped to ``[-126, 64]``; NaN propagates (see above)."""
-    uc = _F32(-126.0) if u < _F32(-126.0) else u  # NaN fails both tests and stays NaN
+    """``2**u`` for float32 ``u`` clamped to ``[-127, 64]`` (0 below -127, tiny between -127
+    and -126); NaN propagates (see above)."""
+    uc = _F32(-127.0) if u < _F32(-127.0) else u  # NaN fails both tests and stays NaN
     uc = _F32(EXP2_HI) if uc > _F32(EXP2_HI) else uc
     t = uc + _MAGIC32
     f = uc - (t - _MAGIC32)  # in [-1/2, 1/2]
@@ -400,8 +441,8 @@ def exp2_f32(u):
 
 @njit(types.float64(types.float64), **_OPTS)
 def exp2_f64(u):
-    """``2**u`` for float64 ``u`` clamped to ``[-1022, 64]``; NaN propagates."""
-    uc = -1022.0 if u < -1022.0 else u
+    """``2**u`` for float64 ``u`` clamped to ``[-1023, 64]`` (0 below -1023); NaN propagates."""
+    uc = -1023.0 if u < -1023.0 else u
     uc = EXP2_HI if uc > EXP2_HI else uc
     t = uc + _MAGIC64
     f = uc - (t - _MAGIC64)

@@ -86,3 +86,52 @@ def test_tanh_absolute_error_and_special_values(dtype, tol):
     assert np.max(np.abs(got - np.tanh(x.astype(np.float64)))) <= tol
     special = np.array([np.inf, -np.inf, np.nan, 0.0, 1e30, -1e30], dtype)
     np.testing.assert_array_equal(fn(special), np.array([1, -1, np.nan, 0, 1, -1], dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log1p_accuracy(dtype):
+    # the short-row kernels take log1p of sums in [0, C): tiny sums are the hard case,
+    # where log(1 + x) would lose every digit; inlined into a reassociating loop here, as
+    # in the kernels (the helper's own flags must keep (1 + x) - 1 from folding to x)
+    from xent.kernels._math import log1p_f32, log1p_f64
+
+    rng = np.random.default_rng(2)
+    tiny_exp = -40 if dtype == np.float32 else -300
+    x = np.concatenate([10.0 ** rng.uniform(tiny_exp, 0, 200_000), rng.uniform(0, 64, 100_000),
+                        -rng.uniform(0, 0.999, 100_000), 10.0 ** rng.uniform(0, 37, 10_000)])
+    x = x.astype(dtype)
+    fn = _vectorised(log1p_f32 if dtype == np.float32 else log1p_f64)
+    limit = 3.0 if dtype == np.float32 else 4.0
+    assert ulp_error(fn(x), x, np.log1p, dtype) <= limit
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log1p_special_values(dtype):
+    from xent.kernels._math import log1p_f32, log1p_f64
+
+    fn = _vectorised(log1p_f32 if dtype == np.float32 else log1p_f64)
+    tiny = np.finfo(dtype).smallest_subnormal
+    x = np.array([np.nan, np.inf, -1.0, -2.0, 0.0, tiny], dtype=dtype)
+    got = fn(x)
+    assert np.isnan(got[0]) and np.isnan(got[3])
+    assert got[1] == np.inf and got[2] == -np.inf and got[4] == 0.0 and got[5] == tiny
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp2_accuracy_and_clamps(dtype):
+    # the one-pass sums' 2**u: accurate on its working range, an exact 0 far below (so a
+    # row with one finite logit has a loss of exactly 0), clamped at 2**64 above
+    from xent.kernels._math import exp2_f32, exp2_f64
+
+    fn = _vectorised(exp2_f32 if dtype == np.float32 else exp2_f64)
+    lo = -126.0 if dtype == np.float32 else -1022.0
+    rng = np.random.default_rng(3)
+    u = np.concatenate([rng.uniform(lo, 64, 200_000), rng.uniform(-2, 2, 100_000)]).astype(dtype)
+    limit = 2.0 if dtype == np.float32 else 4.0
+    assert ulp_error(fn(u), u, np.exp2, dtype) <= limit
+    below = np.array([lo - 1, lo - 1.5, -1e4, -np.inf], dtype)
+    np.testing.assert_array_equal(fn(below), np.zeros(4, dtype))
+    edge = fn(np.linspace(lo - 1, lo, 101).astype(dtype))
+    assert np.all((edge >= 0) & (edge <= np.finfo(dtype).tiny))
+    got = fn(np.array([np.nan, 64.0, 100.0, np.inf], dtype))
+    assert np.isnan(got[0]) and np.all(got[1:] == dtype(2.0**64))
