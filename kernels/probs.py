@@ -21,10 +21,13 @@ def _clip(q, lo, hi):
 
 
 @njit(**ROW)
-def _block_sum_log_clipped(block, scale, lo, hi):
+def _block_sum_log_clipped(block, scale, total, lo, hi):
+    """``sum_c log q_c`` over a block, ``q`` as in :func:`_block_dense_probs`."""
     acc = as_type_of(0.0, lo)
+    divide = scale == as_type_of(np.inf, lo)
     for j in range(block.shape[0]):
-        acc += fast_log(_clip(block[j] * scale, lo, hi))
+        q = block[j] / total if divide else block[j] * scale
+        acc += fast_log(_clip(q, lo, hi))
     return np.float64(acc)
 
 
@@ -63,19 +66,26 @@ def sparse_probs(p, labels, smoothing, lo, hi, renormalize, out_loss):
             logs = 0.0
             for q in range(0, c, STREAM_BLOCK):
                 prefetch_span(row, q + PREFETCH_AHEAD, q + PREFETCH_AHEAD + STREAM_BLOCK)
-                logs += _block_sum_log_clipped(row[q : q + STREAM_BLOCK], inv_total, lo, hi)
+                logs += _block_sum_log_clipped(row[q : q + STREAM_BLOCK], inv_total, total,
+                                               lo, hi)
             loss = (1.0 - smoothing) * loss - (smoothing / c) * logs
         out_loss[i] = loss
 
 
 @njit(**ROW)
-def _block_dense_probs(block, tblock, scale, lo, hi, keep, spread):
-    """``sum_c t'_c log q_c`` over a block, ``t' = keep * t + spread``; t' = 0 terms skipped."""
+def _block_dense_probs(block, tblock, scale, total, lo, hi, keep, spread):
+    """``sum_c t'_c log q_c`` over a block, ``t' = keep * t + spread``; t' = 0 terms skipped.
+
+    ``q = p * scale`` with ``scale = 1 / total``, or ``p / total`` when ``scale`` overflowed
+    (a subnormal row sum: ``0 * inf`` would give NaN where Keras's division gives 0).
+    """
     zero = as_type_of(0.0, lo)
+    divide = scale == as_type_of(np.inf, lo)
     acc = zero
     for j in range(block.shape[0]):
         w = keep * as_type_of(tblock[j], lo) + spread
-        lq = fast_log(_clip(block[j] * scale, lo, hi))
+        q = block[j] / total if divide else block[j] * scale
+        lq = fast_log(_clip(q, lo, hi))
         acc += w * lq if w != zero else zero
     return np.float64(acc)
 
@@ -93,9 +103,8 @@ def _dense_probs_row(row, trow, smoothing, lo, hi, renormalize):
     for q in range(0, c, STREAM_BLOCK):
         prefetch_span(row, q + PREFETCH_AHEAD, q + PREFETCH_AHEAD + STREAM_BLOCK)
         prefetch_span(trow, q + PREFETCH_AHEAD, q + PREFETCH_AHEAD + STREAM_BLOCK)
-        acc += _block_dense_probs(
-            row[q : q + STREAM_BLOCK], trow[q : q + STREAM_BLOCK], inv_total, lo, hi, keep, spread
-        )
+        acc += _block_dense_probs(row[q : q + STREAM_BLOCK], trow[q : q + STREAM_BLOCK],
+                                  inv_total, total, lo, hi, keep, spread)
     return -acc
 
 

@@ -224,3 +224,17 @@ def test_few_very_long_rows_are_split_over_threads():
                 outs.append((a.tobytes(), b.tobytes(), lse.tobytes()))
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
             assert outs[0] == outs[1]
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_probability_row_with_subnormal_sum(smoothing):
+    # renormalising by a subnormal float32 sum: its reciprocal overflows to inf, and
+    # 0 * inf would make the row NaN where Keras's division gives 0 (found by hypothesis)
+    p = np.array([[0.0, 1e-45], [0.25, 0.75]], np.float32)
+    t = np.eye(2, dtype=np.float32)[[0, 0]]
+    want = reference.categorical_crossentropy(t, p, label_smoothing=smoothing, dtype=np.float32)
+    assert np.all(np.isfinite(want))
+    got = xent.categorical_crossentropy(t, p, label_smoothing=smoothing)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    got_sparse = xent.sparse_categorical_crossentropy([0, 0], p, label_smoothing=smoothing)
+    np.testing.assert_allclose(got_sparse, want, rtol=1e-5)
