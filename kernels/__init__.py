@@ -11,7 +11,7 @@ from .evaluate import evaluate_dense, evaluate_sparse, rank_of
 from .logits import (
     BLOCK,
     IGNORED,
-    SHORT_ROW,
+    SHORT_ROW_BYTES,
     dense_logits,
     dense_logits_long_rows,
     dense_logits_short_rows,
@@ -27,7 +27,7 @@ from .probs import dense_probs, probability_rows, sparse_probs
 __all__ = [
     "BLOCK",
     "IGNORED",
-    "SHORT_ROW",
+    "SHORT_ROW_BYTES",
     "dense_logits",
     "dense_logits_long_rows",
     "dense_logits_short_rows",

@@ -38,22 +38,21 @@ def _rows(kind, rows, second, *, from_logits, smoothing=0.0, epsilon=1e-7, renor
     if from_logits:
         mask = _NO_MASK if class_mask is None else class_mask
         plain = softcap == 0.0 and class_mask is None
-        short = rows.shape[1] <= kernels.SHORT_ROW
+        short = rows.shape[1] * rows.itemsize <= kernels.SHORT_ROW_BYTES
         # fewer rows than threads: split each long row over the threads instead
         few_long = rows.shape[0] < numba.get_num_threads() and rows.shape[1] >= LONG_ROW
         if kind == "sparse" and plain and few_long:
             kernels.sparse_logits_long_rows(rows, second, float(smoothing), weights, loss, lse)
         elif kind == "dense" and plain and few_long and class_weights is None:
             kernels.dense_logits_long_rows(rows, second, float(smoothing), loss, lse)
-        elif kind == "dense" and plain and short and class_weights is None and \
-                rows.flags.c_contiguous and second.flags.c_contiguous:
-            # many short rows: row blocks (flat views need C-contiguous rows)
-            kernels.dense_logits_short_rows(rows, second, float(smoothing), loss, lse)
+        elif kind == "dense" and plain and short:
+            # many short rows: turned row blocks
+            kernels.dense_logits_short_rows(rows, second, float(smoothing), weights, loss, lse)
         elif kind == "dense":
             kernels.dense_logits(rows, second, float(smoothing), weights, float(softcap), mask,
                                  loss, lse)
         elif plain and short:
-            # many short rows: row blocks
+            # many short rows: turned row blocks
             kernels.sparse_logits_short_rows(rows, second, float(smoothing), weights, loss, lse)
         else:
             kernels.sparse_logits(rows, second, float(smoothing), weights, float(softcap), mask,

@@ -1,0 +1,162 @@
+"""The short-row block kernels (rows of at most ``SHORT_ROW_BYTES``) against the per-row
+kernels, which own the edge rules, and against the reference: every option, layout, block
+boundary and special row, so the turned-block arithmetic can never drift from the rest."""
+
+import numba
+import numpy as np
+import pytest
+
+import reference
+from conftest import tolerances
+from xent import kernels
+
+N = 3 * 64 + 5  # three full blocks and a partial one
+NO_MASK = np.empty((0, 0), np.bool_)
+
+
+def _layout(a, kind):
+    if kind == "C":
+        return np.ascontiguousarray(a)
+    if kind == "F":
+        return np.asfortranarray(a)
+    wide = np.zeros((a.shape[0], 2 * a.shape[1]), a.dtype)  # every other column
+    wide[:, ::2] = a
+    return wide[:, ::2]
+
+
+def _logits(rng, c, dtype):
+    z = rng.standard_normal((N, c)) * 4.0
+    labels = rng.integers(0, c, N)
+    labels[[5, 70, N - 1]] = kernels.IGNORED
+    special = set()
+    if c >= 2:
+        z[0, 1] = np.nan
+        z[63, 0] = np.inf
+        z[64, (labels[64] + 1) % c] = -np.inf  # a -inf logit away from the label
+        z[100, :] = -np.inf
+        z[101, :] = 1e30 if dtype == np.float32 else 1e300
+        z[101, labels[101]] = -1e30 if dtype == np.float32 else -1e300
+        z[102, labels[102]] = -np.inf  # the label's own logit is -inf
+        z[130, :] = 7.0  # all tied at the maximum
+        special = {0, 63, 64, 100, 101, 102}
+    return z.astype(dtype), labels, special
+
+
+def _weights(rng, c, weighted):
+    if not weighted:
+        return np.empty(0)
+    w = rng.uniform(0.2, 2.0, c)
+    w[0] = 0.0
+    return w
+
+
+def _same(a, b, dtype):
+    rtol, atol = tolerances(dtype)
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
+
+
+# Each (dtype, layout, target dtype) is a separate compilation of four parallel kernels, so
+# the grid spans them sparingly: Fortran order only in float32 (its strides are the
+# strided case's), uint8 targets only C-contiguous.
+LAYOUTS = [(np.float32, "C"), (np.float32, "F"), (np.float32, "strided"), (np.float64, "C"),
+           (np.float64, "strided")]
+
+
+@pytest.mark.parametrize("dtype, layout", LAYOUTS)
+@pytest.mark.parametrize("c", [1, 2, 7, 24])
+@pytest.mark.parametrize("smoothing, weighted", [(0.0, False), (0.15, False), (0.0, True),
+                                                 (0.15, True)])
+def test_sparse_short_rows_match_per_row_kernel_and_reference(dtype, c, layout, smoothing,
+                                                              weighted):
+    rng = np.random.default_rng(c * 7 + int(weighted))
+    z, labels, special = _logits(rng, c, dtype)
+    z = _layout(z, layout)
+    w = _weights(rng, c, weighted)
+    before = z.copy()
+    got, got_lse = np.empty(N, dtype), np.empty(N, dtype)
+    kernels.sparse_logits_short_rows(z, labels, smoothing, w, got, got_lse)
+    want, want_lse = np.empty(N, dtype), np.empty(N, dtype)
+    kernels.sparse_logits(z, labels, smoothing, w, 0.0, NO_MASK, want, want_lse)
+    np.testing.assert_array_equal(z, before)
+    _same(got, want, dtype)
+    _same(got_lse, want_lse, dtype)
+    plain = np.array([i not in special for i in range(N)])
+    ref = reference.torch_cross_entropy(z[plain].astype(np.float64), labels[plain],
+                                        weight=w if weighted else None, ignore_index=-1,
+                                        reduction="none", label_smoothing=smoothing)
+    _same(got[plain], ref, dtype)
+    # without the lse output the kernel takes its plain path: same losses
+    alone = np.empty(N, dtype)
+    kernels.sparse_logits_short_rows(z, labels, smoothing, w, alone, np.empty(0, dtype))
+    np.testing.assert_array_equal(alone, got)
+
+
+@pytest.mark.parametrize("dtype, layout, target_dtype",
+                         [(d, lay, "same") for d, lay in LAYOUTS] + [(np.float32, "C", "uint8")])
+@pytest.mark.parametrize("c", [1, 2, 7, 24])
+@pytest.mark.parametrize("smoothing, weighted", [(0.0, False), (0.15, True)])
+def test_dense_short_rows_match_per_row_kernel_and_reference(dtype, c, layout, target_dtype,
+                                                             smoothing, weighted):
+    rng = np.random.default_rng(c * 11 + int(weighted))
+    z, labels, special = _logits(rng, c, dtype)
+    labels = np.where(labels < 0, 0, labels)
+    if target_dtype == "uint8":
+        t = np.eye(c, dtype=np.uint8)[labels]
+    else:
+        t = rng.dirichlet(np.ones(c), N).astype(dtype)
+        t[::3] = np.eye(c, dtype=dtype)[labels[::3]]  # some one-hot rows
+        t[7, :] = 0.0  # a row with no target mass
+        t[8, 0] = np.inf  # a non-finite target
+        special |= {8}
+    z, t = _layout(z, layout), _layout(t, layout)
+    w = _weights(rng, c, weighted)
+    got, got_lse = np.empty(N, dtype), np.empty(N, dtype)
+    kernels.dense_logits_short_rows(z, t, smoothing, w, got, got_lse)
+    want, want_lse = np.empty(N, dtype), np.empty(N, dtype)
+    kernels.dense_logits(z, t, smoothing, w, 0.0, NO_MASK, want, want_lse)
+    _same(got, want, dtype)
+    _same(got_lse, want_lse, dtype)
+    plain = np.array([i not in special for i in range(N)])
+    ref = reference.torch_cross_entropy(z[plain].astype(np.float64),
+                                        t[plain].astype(np.float64),
+                                        weight=w if weighted else None, reduction="none",
+                                        label_smoothing=smoothing)
+    _same(got[plain], ref, dtype)
+
+
+def test_short_rows_are_exact_for_confident_rows():
+    # the maximum's own term is left out of the sum, so a tiny loss keeps its digits
+    # (log(1 + s') would round 1 + 1e-9 to 1 in float32 and give 0); what remains is the
+    # rounding of u = (z - m) log2(e), |u| ln 2 epsilons relative (~1e-6 at |u| = 43)
+    z = np.array([[0.0, -21.0, -25.0], [3.0, 3.0 - 30.0, 3.0 - 35.0]], np.float32)
+    got = np.empty(2, np.float32)
+    kernels.sparse_logits_short_rows(z, np.array([0, 0]), 0.0, np.empty(0), got,
+                                     np.empty(0, np.float32))
+    want = np.log1p(np.exp(z[:, 1:].astype(np.float64) - z[:, :1]).sum(1))
+    np.testing.assert_allclose(got, want, rtol=3e-6)
+    dense = np.empty(2, np.float32)
+    kernels.dense_logits_short_rows(z, np.eye(3, dtype=np.float32)[[0, 0]], 0.0, np.empty(0),
+                                    dense, np.empty(0, np.float32))
+    np.testing.assert_allclose(dense, want, rtol=3e-6)
+
+
+def test_short_rows_do_not_depend_on_thread_count():
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((20_000, 10)).astype(np.float32)
+    labels = rng.integers(0, 10, 20_000)
+    t = np.eye(10, dtype=np.float32)[labels]
+    results = []
+    before = numba.get_num_threads()
+    try:
+        for threads in sorted({1, before}):
+            numba.set_num_threads(threads)
+            a, b = np.empty(20_000, np.float32), np.empty(20_000, np.float32)
+            kernels.sparse_logits_short_rows(z, labels, 0.1, np.empty(0), a,
+                                             np.empty(0, np.float32))
+            kernels.dense_logits_short_rows(z, t, 0.1, np.empty(0), b, np.empty(0, np.float32))
+            results.append((a, b))
+    finally:
+        numba.set_num_threads(before)
+    for a, b in results[1:]:
+        np.testing.assert_array_equal(a, results[0][0])
+        np.testing.assert_array_equal(b, results[0][1])
