@@ -419,6 +419,15 @@ def _log1p_into(s, ties, nr, out):
         out[r] = fast_log1p(s[r] + (ties[r] - one))
 
 
+@njit(**ROW)
+def _turned_lse_parts(bz, c, nr, m, s, ties, log_s):
+    """Per row of a turned block: the maximum ``m``, the sums of :func:`_turned_sum_exp` and
+    ``log s = log1p(s')``, so that ``lse = m + log s`` (shared by both short-row kernels)."""
+    _turned_max(bz, c, nr, m)
+    _turned_sum_exp(bz, c, nr, m, s, ties)
+    _log1p_into(s, ties, nr, log_s)
+
+
 @njit(**SCALAR)
 def _short_smooth(smoothing, loss, log_s, shift_sum, w_sum, c):
     """``(1 - eps) loss + (eps / C) (W log s - sum_j w_j (z_j - m))`` (``W = C``, ``w = 1``
@@ -533,9 +542,7 @@ def sparse_logits_short_rows(z, labels, smoothing, class_weights, out_loss, out_
             r0 = b * SHORT_BLOCK
             nr = min(SHORT_BLOCK, n - r0)
             _turn_block(z, r0, nr, like, bz)
-            _turned_max(bz, c, nr, m)
-            _turned_sum_exp(bz, c, nr, m, s, ties)
-            _log1p_into(s, ties, nr, log_s)
+            _turned_lse_parts(bz, c, nr, m, s, ties, log_s)
             if smoothed:
                 _turned_shift_sum(bz, c, nr, m, class_weights, shift_sum)
             _sparse_short_losses(bz, labels, r0, nr, m, s, log_s, shift_sum, out_loss, redo)
@@ -587,9 +594,7 @@ def dense_logits_short_rows(z, t, smoothing, class_weights, out_loss, out_lse):
             _turn_block(t, r0, nr, like, bt)
             if weighted:
                 _turned_weigh(bt, c, nr, class_weights)
-            _turned_max(bz, c, nr, m)
-            _turned_sum_exp(bz, c, nr, m, s, ties)
-            _log1p_into(s, ties, nr, log_s)
+            _turned_lse_parts(bz, c, nr, m, s, ties, log_s)
             _turned_target_sums(bz, bt, c, nr, m, t_sum, tz)
             if smoothed:
                 _turned_shift_sum(bz, c, nr, m, class_weights, shift_sum)
