@@ -141,9 +141,10 @@ def test_rows_without_softmax_are_nan_even_with_zero_targets(dtype):
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("c", [1, 3, 10, 16])
 def test_dense_short_row_blocks_and_their_fallback(c, smoothing):
-    """The dense row-block kernel (C <= 16, contiguous inputs) over several blocks, with rows
-    that must take the per-row fallback: first logit far below the maximum, NaN, +inf,
-    -inf first logit, all -inf; compared with the float64 reference (and lse with it)."""
+    """The dense short-row block kernel over several blocks, through the public function, with
+    rows far from the usual (first logit far below the maximum, -inf first logit) and rows
+    that must take the per-row fallback (NaN, +inf, all -inf); compared with the float64
+    reference (and lse with it)."""
     rng = np.random.default_rng(c)
     n = 1000  # several row blocks and a partial one
     z = rng.standard_normal((n, c)) * 3
@@ -170,7 +171,7 @@ def test_dense_short_row_blocks_and_their_fallback(c, smoothing):
             want_lse = (m + np.log(np.exp(zz - m).sum(1, keepdims=True)))[:, 0]
         finite = np.isfinite(want_lse)
         np.testing.assert_allclose(lse[finite], want_lse[finite], rtol=rtol, atol=rtol)
-        # a non-contiguous view takes the general kernel: same rows
+        # a non-contiguous view (strided reads into the turned block): same rows
         wide = np.zeros((n, 2 * c), dtype)
         wide[:, ::2] = zz
         again = xent.categorical_crossentropy(t, wide[:, ::2], from_logits=True,
