@@ -256,18 +256,28 @@ def tanh_f32(x):
     return -r if x < _F32(0.0) else r
 
 
+def _by_float_type(generic, f32, f64):
+    """Make ``generic`` (a plain-Python fallback) call ``f32`` or ``f64`` inside jitted code,
+    chosen at compile time by its argument's type: one registration for every ``fast_*``
+    function of this module."""
+
+    @overload(generic, jit_options=_OVERLOAD_OPTS)
+    def _impl(x):
+        if x == types.float32:
+            return lambda x: f32(x)
+        if x == types.float64:
+            return lambda x: f64(x)
+        return None
+
+    return generic
+
+
 def fast_tanh(x):  # pragma: no cover - replaced by the overload inside jitted code
     """``tanh`` for float32 or float64 inside jitted code (absolute accuracy)."""
     return np.tanh(x)
 
 
-@overload(fast_tanh, jit_options=_OVERLOAD_OPTS)
-def _fast_tanh_impl(x):
-    if x == types.float32:
-        return lambda x: tanh_f32(x)
-    if x == types.float64:
-        return lambda x: tanh_f64(x)
-    return None
+_by_float_type(fast_tanh, tanh_f32, tanh_f64)
 
 
 # ------------------------------------------------------------ software prefetch
@@ -310,9 +320,15 @@ def fast_exp(x):  # pragma: no cover - replaced by the overload inside jitted co
     return np.exp(x)
 
 
+_by_float_type(fast_exp, exp_f32, exp_f64)
+
+
 def fast_log(x):  # pragma: no cover - replaced by the overload inside jitted code
     """``log`` for float32 or float64 inside jitted code (dispatch at compile time)."""
     return np.log(x)
+
+
+_by_float_type(fast_log, log_f32, log_f64)
 
 
 def as_type_of(value, like):  # pragma: no cover - replaced by the overload
@@ -320,36 +336,12 @@ def as_type_of(value, like):  # pragma: no cover - replaced by the overload
     return type(like)(value)
 
 
-@overload(fast_exp, jit_options=_OVERLOAD_OPTS)
-def _fast_exp_impl(x):
-    if x == types.float32:
-        return lambda x: exp_f32(x)
-    if x == types.float64:
-        return lambda x: exp_f64(x)
-    return None
-
-
-@overload(fast_log, jit_options=_OVERLOAD_OPTS)
-def _fast_log_impl(x):
-    if x == types.float32:
-        return lambda x: log_f32(x)
-    if x == types.float64:
-        return lambda x: log_f64(x)
-    return None
-
-
 def fast_log1p(x):  # pragma: no cover - replaced by the overload inside jitted code
     """``log1p`` for float32 or float64 inside jitted code (dispatch at compile time)."""
     return np.log1p(x)
 
 
-@overload(fast_log1p, jit_options=_OVERLOAD_OPTS)
-def _fast_log1p_impl(x):
-    if x == types.float32:
-        return lambda x: log1p_f32(x)
-    if x == types.float64:
-        return lambda x: log1p_f64(x)
-    return None
+_by_float_type(fast_log1p, log1p_f32, log1p_f64)
 
 
 @overload(as_type_of, jit_options=_OVERLOAD_OPTS)
@@ -469,10 +461,4 @@ def fast_exp2(u):  # pragma: no cover - replaced by the overload inside jitted c
     return np.exp2(u)
 
 
-@overload(fast_exp2, jit_options=_OVERLOAD_OPTS)
-def _fast_exp2_impl(u):
-    if u == types.float32:
-        return lambda u: exp2_f32(u)
-    if u == types.float64:
-        return lambda u: exp2_f64(u)
-    return None
+_by_float_type(fast_exp2, exp2_f32, exp2_f64)

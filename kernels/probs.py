@@ -21,13 +21,19 @@ def _clip(q, lo, hi):
 
 
 @njit(**ROW)
+def _renormalised(p, scale, total):
+    """``p / total`` as ``p * scale`` (``scale = 1 / total``; a division per element costs
+    more than the log), dividing only when ``scale`` overflowed: a subnormal row sum, where
+    ``0 * inf`` would give NaN and Keras's division gives 0."""
+    return p / total if scale == as_type_of(np.inf, scale) else p * scale
+
+
+@njit(**ROW)
 def _block_sum_log_clipped(block, scale, total, lo, hi):
-    """``sum_c log q_c`` over a block, ``q`` as in :func:`_block_dense_probs`."""
+    """``sum_c log q_c`` over a block, ``q`` the renormalised, clipped row."""
     acc = as_type_of(0.0, lo)
-    divide = scale == as_type_of(np.inf, lo)
     for j in range(block.shape[0]):
-        q = block[j] / total if divide else block[j] * scale
-        acc += fast_log(_clip(q, lo, hi))
+        acc += fast_log(_clip(_renormalised(block[j], scale, total), lo, hi))
     return np.float64(acc)
 
 
@@ -74,18 +80,13 @@ def sparse_probs(p, labels, smoothing, lo, hi, renormalize, out_loss):
 
 @njit(**ROW)
 def _block_dense_probs(block, tblock, scale, total, lo, hi, keep, spread):
-    """``sum_c t'_c log q_c`` over a block, ``t' = keep * t + spread``; t' = 0 terms skipped.
-
-    ``q = p * scale`` with ``scale = 1 / total``, or ``p / total`` when ``scale`` overflowed
-    (a subnormal row sum: ``0 * inf`` would give NaN where Keras's division gives 0).
-    """
+    """``sum_c t'_c log q_c`` over a block, ``t' = keep * t + spread``; t' = 0 terms skipped;
+    ``q`` the renormalised, clipped row."""
     zero = as_type_of(0.0, lo)
-    divide = scale == as_type_of(np.inf, lo)
     acc = zero
     for j in range(block.shape[0]):
         w = keep * as_type_of(tblock[j], lo) + spread
-        q = block[j] / total if divide else block[j] * scale
-        lq = fast_log(_clip(q, lo, hi))
+        lq = fast_log(_clip(_renormalised(block[j], scale, total), lo, hi))
         acc += w * lq if w != zero else zero
     return np.float64(acc)
 
