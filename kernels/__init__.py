@@ -22,6 +22,7 @@ from .logits import (
     sparse_logits_long_rows,
     sparse_logits_short_rows,
 )
+from ._serial import serial
 from .probs import dense_probs, probability_rows, sparse_probs
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "row_max",
     "row_sum",
     "row_sum_exp",
+    "serial",
     "sparse_logits",
     "sparse_logits_long_rows",
     "sparse_logits_short_rows",

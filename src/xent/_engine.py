@@ -10,7 +10,12 @@ import numba
 import numpy as np
 
 from xent import kernels
-from xent._threading import ensure_threading_layer
+from xent._threading import ensure_threading_layer, serial_only
+
+
+def _kernel(parallel_kernel):
+    """The kernel to launch: its serial build in a child forked from an OpenMP parent."""
+    return kernels.serial(parallel_kernel) if serial_only() else parallel_kernel
 
 
 def _outputs(rows: np.ndarray, want_lse: bool):
@@ -40,27 +45,31 @@ def _rows(kind, rows, second, *, from_logits, smoothing=0.0, epsilon=1e-7, renor
         plain = softcap == 0.0 and class_mask is None
         short = rows.shape[1] * rows.itemsize <= kernels.SHORT_ROW_BYTES
         # fewer rows than threads: split each long row over the threads instead
-        few_long = rows.shape[0] < numba.get_num_threads() and rows.shape[1] >= LONG_ROW
+        # (the split kernels launch parallel loops from inside; a serial process skips them)
+        few_long = (rows.shape[0] < numba.get_num_threads() and rows.shape[1] >= LONG_ROW
+                    and not serial_only())
         if kind == "sparse" and plain and few_long:
             kernels.sparse_logits_long_rows(rows, second, float(smoothing), weights, loss, lse)
         elif kind == "dense" and plain and few_long and class_weights is None:
             kernels.dense_logits_long_rows(rows, second, float(smoothing), loss, lse)
         elif kind == "dense" and plain and short:
             # many short rows: turned row blocks
-            kernels.dense_logits_short_rows(rows, second, float(smoothing), weights, loss, lse)
+            _kernel(kernels.dense_logits_short_rows)(rows, second, float(smoothing), weights,
+                                                     loss, lse)
         elif kind == "dense":
-            kernels.dense_logits(rows, second, float(smoothing), weights, float(softcap), mask,
-                                 loss, lse)
+            _kernel(kernels.dense_logits)(rows, second, float(smoothing), weights,
+                                          float(softcap), mask, loss, lse)
         elif plain and short:
             # many short rows: turned row blocks
-            kernels.sparse_logits_short_rows(rows, second, float(smoothing), weights, loss, lse)
+            _kernel(kernels.sparse_logits_short_rows)(rows, second, float(smoothing), weights,
+                                                      loss, lse)
         else:
-            kernels.sparse_logits(rows, second, float(smoothing), weights, float(softcap), mask,
-                                  loss, lse)
+            _kernel(kernels.sparse_logits)(rows, second, float(smoothing), weights,
+                                           float(softcap), mask, loss, lse)
     else:
         if class_weights is not None or softcap or class_mask is not None:
             raise AssertionError("class weights, soft-capping and masks need logits")
-        kernel = kernels.sparse_probs if kind == "sparse" else kernels.dense_probs
+        kernel = _kernel(kernels.sparse_probs if kind == "sparse" else kernels.dense_probs)
         lo, hi = _clip_bounds(rows.dtype, epsilon)
         kernel(rows, second, float(smoothing), lo, hi, bool(renormalize), loss)
     return loss, (lse if want_lse else None)
@@ -90,5 +99,21 @@ def probability_checks(rows):
     ensure_threading_layer()
     n = rows.shape[0]
     sums, bad = np.empty(n), np.empty(n, np.int64)
-    kernels.probability_rows(rows, sums, bad)
+    _kernel(kernels.probability_rows)(rows, sums, bad)
     return sums, bad
+
+
+def evaluation_rows(kind, pred, second, *, from_logits, epsilon):
+    """Per-row loss and rank of the true class from the fused evaluation kernel.
+
+    ``kind`` is ``"sparse"`` (``second``: int64 labels, ``IGNORED`` rows give loss 0 and rank
+    -1) or ``"dense"`` (``second``: target rows; the true class is each row's first arg-max).
+    Returns ``(loss of pred.dtype, rank int64)``.
+    """
+    ensure_threading_layer()
+    n = pred.shape[0]
+    lo, hi = _clip_bounds(pred.dtype, epsilon)
+    loss, rank = np.empty(n, pred.dtype), np.empty(n, np.int64)
+    kernel = kernels.evaluate_sparse if kind == "sparse" else kernels.evaluate_dense
+    _kernel(kernel)(pred, second, bool(from_logits), lo, hi, _NO_WEIGHTS, loss, rank)
+    return loss, rank

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from xent import kernels
+from xent._engine import evaluation_rows
 from xent._inputs import (
     as_array,
     as_labels,
@@ -25,11 +25,9 @@ from xent._inputs import (
     as_targets,
     check_ignore_class,
 )
-from xent._threading import ensure_threading_layer
 
 #: Working memory a block of predictions (and dense labels) may take by default.
 DEFAULT_BLOCK_BYTES = 64 * 2**20
-_NO_WEIGHTS = np.empty(0, np.float64)
 EPSILON = 1e-7
 
 
@@ -285,22 +283,18 @@ def _weights_flat(sample_weight, batch_shape, n):
 def evaluate_block(pred, labels, kind, *, from_logits, ignore_class, weights, totals,
                    row_offset=0):
     """Run the fused kernel on one block of rows and add its sums into ``totals``."""
-    ensure_threading_layer()
     pred = as_predictions(pred)  # float16 and byte-swapped blocks converted here
     n, c = pred.shape
-    lo = pred.dtype.type(EPSILON)
-    hi = pred.dtype.type(1.0) - lo
-    loss = np.empty(n, pred.dtype)
-    rank = np.empty(n, np.int64)
     if kind == "sparse":
         try:
             ids, _ = as_labels(labels, (n,), c, axis=-1, ignore_class=ignore_class)
         except ValueError as exc:
             raise _shift_position(exc, row_offset) from None
-        kernels.evaluate_sparse(pred, ids, bool(from_logits), lo, hi, _NO_WEIGHTS, loss, rank)
+        loss, rank = evaluation_rows("sparse", pred, ids, from_logits=from_logits,
+                                     epsilon=EPSILON)
     else:
         t = as_targets(labels, pred.shape)
-        kernels.evaluate_dense(pred, t, bool(from_logits), lo, hi, _NO_WEIGHTS, loss, rank)
+        loss, rank = evaluation_rows("dense", pred, t, from_logits=from_logits, epsilon=EPSILON)
     totals.add(loss, rank, None if weights is None else np.asarray(weights, np.float64))
 
 

@@ -1,21 +1,34 @@
-"""Threading policy: a Numba threading layer that is safe for concurrent calls, and the
-thread count.
+"""Threading policy: a Numba threading layer that is safe for concurrent calls and for
+``fork``, found wherever pip installed it, and the thread count.
 
 Numba's ``workqueue`` layer aborts the whole process when two Python threads launch parallel
-kernels at once, and GNU OpenMP hangs a ``fork``-ed child once its threads have started.
-xent therefore asks Numba for its ``"safe"`` layer (TBB: safe for concurrent calls and for
-``fork``; ``tbb`` is a dependency on the platforms where PyPI has it), falls back to
-``"threadsafe"`` (TBB or OpenMP: concurrent calls are safe, ``fork`` after use is not), and
-raises a ``RuntimeError`` explaining what to install rather than ever running on
-``workqueue``.  A layer the user chose (``NUMBA_THREADING_LAYER`` or
-``numba.config.THREADING_LAYER``) is respected unless it is ``workqueue``.
+kernels at once, and GNU OpenMP kills a ``fork``-ed child at its first parallel launch once the
+parent's threads have started ("Terminating: fork() called from a process already using GNU
+OpenMP"), which leaves a ``multiprocessing.Pool`` waiting forever.  So:
 
-The check runs once, before the first kernel launch of the process.
+* **TBB, found where pip put it.**  The ``tbb`` wheel (a dependency on x86-64) installs
+  ``libtbb.so.12`` into ``<prefix>/lib`` (a venv's ``lib/``, ``~/.local/lib`` for ``--user``,
+  the interpreter's ``lib/`` system-wide), a folder the dynamic loader does not search, so
+  Numba's TBB layer failed to load on a fresh install.  At import, xent loads that file by its
+  full path, found through the files that ``importlib.metadata`` lists for the ``tbb``
+  distribution; Numba's TBB extension then links against the copy already in the process.
+* **Layer choice.**  xent asks Numba for ``"safe"`` (TBB: safe for concurrent calls and for
+  ``fork``), falls back to ``"threadsafe"`` (TBB or OpenMP), and raises a ``RuntimeError``
+  rather than ever running on ``workqueue``.  A layer the user chose
+  (``NUMBA_THREADING_LAYER`` or ``numba.config.THREADING_LAYER``) is respected unless it is
+  ``workqueue``.
+* **Never hang after fork.**  A child forked from a process whose OpenMP threads had started
+  runs xent's kernels on one thread, through serial builds of the same kernels (compiled on
+  first use in such a child and cached like the others), and gets the same numbers.
+
+The layer is loaded once, before the first kernel launch of the process.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 import threading
 
 import numba
@@ -24,12 +37,85 @@ import numpy as np
 _lock = threading.Lock()
 _ready = False
 
+#: The TBB runtime file Numba's TBB layer links against, per platform.
+_TBB_LIBRARY = {"linux": "libtbb.so.12", "darwin": "libtbb.12.dylib", "win32": "tbb12.dll"}
+
+#: What :func:`_load_tbb` did: the path it loaded, or why it loaded nothing (for messages).
+tbb_status = "not looked for"
+
 _HELP = (
     "xent needs a Numba threading layer that is safe for concurrent calls (TBB, or OpenMP); "
     "only 'workqueue' is available here, which aborts the process when two threads call a "
     "parallel kernel at once. Install TBB with `pip install tbb` (or choose the layer with "
     "NUMBA_THREADING_LAYER=tbb / omp)."
 )
+
+
+def _load_tbb() -> str:
+    """Load the TBB runtime that the installed ``tbb`` distribution ships, by full path.
+
+    Returns what happened, for :data:`tbb_status`.  Never raises: without TBB, xent runs on
+    OpenMP (and a forked child on one thread).
+    """
+    import importlib.metadata
+
+    name = _TBB_LIBRARY.get(sys.platform)
+    if name is None:
+        return f"no TBB runtime name known for platform {sys.platform!r}"
+    try:
+        dist = importlib.metadata.distribution("tbb")
+    except importlib.metadata.PackageNotFoundError:
+        return "the tbb distribution is not installed"
+    candidates = [dist.locate_file(f) for f in (dist.files or ()) if f.name == name]
+    present = [os.path.realpath(str(p)) for p in candidates if os.path.isfile(str(p))]
+    if not present:
+        # e.g. `pip install --target DIR`, which drops a wheel's data files (its lib/ folder)
+        return f"tbb {dist.version} is installed but its {name} is not on disk"
+    path = present[0]
+    try:
+        if sys.platform == "win32":
+            os.add_dll_directory(os.path.dirname(path))
+            ctypes.CDLL(path)
+        else:
+            # RTLD_GLOBAL: Numba's tbbpool extension, loaded later, resolves its libtbb
+            # dependency (by soname) to this copy
+            ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+    except OSError as exc:
+        return f"{path} could not be loaded: {exc}"
+    return f"loaded {path}"
+
+
+def _wants_tbb() -> bool:
+    chosen = os.environ.get("NUMBA_THREADING_LAYER", numba.config.THREADING_LAYER)
+    return chosen in ("default", "safe", "threadsafe", "tbb")
+
+
+if _wants_tbb():
+    tbb_status = _load_tbb()
+
+# A child forked from a process whose OpenMP threads have started: parallel launches would
+# kill it (GNU OpenMP is not fork-safe), so its kernels run serially.  Set in the child by
+# the fork hook below; inherited by its own children.
+_forked_from_openmp = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_from_openmp
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no layer loaded before the fork: the child starts its own threads
+        return
+    if layer == "omp":
+        _forked_from_openmp = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def serial_only() -> bool:
+    """True in a process forked from one whose OpenMP threads had started: run serial kernels."""
+    return _forked_from_openmp
 
 
 def _launch_layer() -> str:
@@ -43,7 +129,7 @@ def _launch_layer() -> str:
 def ensure_threading_layer() -> str:
     """Select and load a safe threading layer once; return its name (``tbb`` or ``omp``)."""
     global _ready
-    if _ready:
+    if _ready or _forked_from_openmp:
         return numba.threading_layer()
     with _lock:
         if _ready:
@@ -113,8 +199,13 @@ def get_num_threads() -> int:
     >>> import xent
     >>> 1 <= xent.get_num_threads() <= xent.max_threads()
     True
+
+    Notes
+    -----
+    1 in a process forked from one whose OpenMP threads had started: such a child runs the
+    kernels serially (see README, "Threads, processes and bad input").
     """
-    return numba.get_num_threads()
+    return 1 if _forked_from_openmp else numba.get_num_threads()
 
 
 def max_threads() -> int:
@@ -131,6 +222,9 @@ def max_threads() -> int:
 
 def threading_layer() -> str:
     """The Numba threading layer xent runs on (``"tbb"`` or ``"omp"``), loading it if needed.
+
+    On x86-64 Linux, Windows and macOS with the ``tbb`` dependency installed this is ``"tbb"``
+    unless ``NUMBA_THREADING_LAYER`` chooses otherwise.
 
     Examples
     --------
