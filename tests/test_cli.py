@@ -1,15 +1,14 @@
 """The command line and the benchmark runner (tiny shapes: correctness, not speed)."""
 
 import json
-import subprocess
 import sys
 
+from subproc import run_isolated
 from xent import bench
 
 
 def test_demo_prints_both_losses_on_the_keras_example():
-    run = subprocess.run([sys.executable, "-m", "xent", "demo", "--rows", "0"],
-                         capture_output=True, text=True, timeout=600)
+    run = run_isolated([sys.executable, "-m", "xent", "demo", "--rows", "0"], timeout=600)
     assert run.returncode == 0, run.stderr
     assert run.stdout.count("[0.0512933, 2.3025851]") == 2
     assert "mean: 1.1769392" in run.stdout
@@ -32,6 +31,5 @@ def test_bench_runner_checks_every_result():
 
 
 def test_bench_cli_json():
-    run = subprocess.run([sys.executable, "-m", "xent", "bench", "--help"],
-                         capture_output=True, text=True, timeout=600)
+    run = run_isolated([sys.executable, "-m", "xent", "bench", "--help"], timeout=600)
     assert run.returncode == 0 and "--quick" in run.stdout and "--plot" in run.stdout

@@ -2,7 +2,6 @@
 memory-mapped files, bounded memory, errors, and the ``xent eval`` command line."""
 
 import json
-import subprocess
 import sys
 import textwrap
 
@@ -11,6 +10,7 @@ import pytest
 
 import reference as ref
 import xent
+from subproc import run_isolated
 
 
 def _check(ev, want, rtol):
@@ -186,7 +186,7 @@ def test_peak_memory_of_a_memory_mapped_file_is_bounded(tmp_path):
         print(status("VmHWM") - before, ev.count)
         """
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    run = run_isolated([sys.executable, "-c", code], timeout=600)
     assert run.returncode == 0, run.stderr
     grown_kib, count = map(int, run.stdout.split())
     assert count == n
@@ -195,8 +195,7 @@ def test_peak_memory_of_a_memory_mapped_file_is_bounded(tmp_path):
 
 # ------------------------------------------------------------------ xent eval
 def _xent(*args):
-    return subprocess.run([sys.executable, "-m", "xent", "eval", *map(str, args)],
-                          capture_output=True, text=True, timeout=600)
+    return run_isolated([sys.executable, "-m", "xent", "eval", *map(str, args)], timeout=600)
 
 
 @pytest.fixture
@@ -252,8 +251,7 @@ def test_cli_errors_are_one_line(files, args, message):
 
 
 def test_cli_help_lists_every_option():
-    run = subprocess.run([sys.executable, "-m", "xent", "eval", "--help"],
-                         capture_output=True, text=True, timeout=600)
+    run = run_isolated([sys.executable, "-m", "xent", "eval", "--help"], timeout=600)
     assert run.returncode == 0
     for opt in ("--from-logits", "--top-k", "--batch-size", "--json", "--no-progress",
                 "--pred-key", "--labels-key", "--ignore-class"):

@@ -1,7 +1,6 @@
 """Large-vocabulary options (z-loss, soft-capping, log-sum-exp output) on every logits
 front end, the consistency of the front ends with each other, and the memory bound."""
 
-import subprocess
 import sys
 import textwrap
 
@@ -10,6 +9,7 @@ import pytest
 
 import reference as ref
 import xent
+from subproc import run_isolated
 from conftest import tolerances
 
 
@@ -156,7 +156,7 @@ def test_peak_memory_is_bounded_by_rows_not_elements():
         print(max(peak_kib(call) for call in calls))
         """
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = run_isolated([sys.executable, "-c", code], timeout=600)
     if "clear_refs" in out.stderr:
         pytest.skip("this kernel does not allow resetting the peak RSS (/proc/self/clear_refs)")
     assert out.returncode == 0, out.stderr

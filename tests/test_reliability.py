@@ -1,4 +1,4 @@
-"""Concurrency, processes, caching and the threading layer.
+"""Concurrency, caching and the threading layer (pools of processes: ``test_processes.py``).
 
 Anything that could crash the interpreter runs in a subprocess, so a segfault or abort is a
 failed test with its output, not a dead pytest.
@@ -16,16 +16,9 @@ import numpy as np
 import pytest
 
 import xent
+from subproc import kill_group, run_python
 
 TIMEOUT = 600
-
-
-def run_python(code: str, env=None, timeout=TIMEOUT):
-    """Run ``code`` in a fresh interpreter; return the CompletedProcess."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=timeout, env=full_env)
 
 
 def _calls(seed):
@@ -77,66 +70,6 @@ def test_workqueue_is_refused_not_aborting():
     assert "refused:" in run.stdout and "workqueue" in run.stdout
 
 
-MP_SCRIPT = """
-    import multiprocessing as mp, sys
-    import numpy as np
-    import xent
-
-    def work(seed):
-        rng = np.random.default_rng(seed)
-        z = rng.standard_normal((3000, 50)).astype(np.float32)
-        y = rng.integers(0, 50, 3000)
-        return xent.sparse_categorical_crossentropy(y, z, from_logits=True)
-
-    if __name__ == "__main__":
-        method = sys.argv[1]
-        parent = [work(s) for s in range(4)]          # kernels (and threads) running first
-        ctx = mp.get_context(method)
-        with ctx.Pool(2) as pool:
-            child = pool.map(work, range(4))
-        for a, b in zip(parent, child):
-            assert np.array_equal(a, b), method
-        print("ok", method, xent.threading_layer())
-"""
-
-
-@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
-def test_multiprocessing_after_kernels_ran_in_parent(tmp_path, method):
-    if method not in __import__("multiprocessing").get_all_start_methods():
-        pytest.skip(f"{method} is not available on this platform")
-    script = tmp_path / "mp_script.py"
-    script.write_text(textwrap.dedent(MP_SCRIPT))
-    run = subprocess.run([sys.executable, str(script), method], capture_output=True, text=True,
-                         timeout=TIMEOUT)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert f"ok {method}" in run.stdout
-
-
-def test_process_pool_executor(tmp_path):
-    script = tmp_path / "ppe.py"
-    script.write_text(textwrap.dedent("""
-        from concurrent.futures import ProcessPoolExecutor
-        import numpy as np
-        import xent
-
-        def work(seed):
-            rng = np.random.default_rng(seed)
-            p = rng.random((500, 30))
-            y = rng.integers(0, 30, 500)
-            return float(xent.SparseCategoricalCrossentropy()(y, p))
-
-        if __name__ == "__main__":
-            here = [work(s) for s in range(6)]
-            with ProcessPoolExecutor(3) as pool:
-                there = list(pool.map(work, range(6)))
-            assert here == there, (here, there)
-            print("ok")
-    """))
-    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                         timeout=TIMEOUT)
-    assert run.returncode == 0 and "ok" in run.stdout, run.stdout + run.stderr
-
-
 def test_compiled_kernel_cache_shared_by_concurrent_processes(tmp_path):
     """Several processes compile into, then load from, one empty cache at the same time
     (numba#4807 reported segfaults in such a race)."""
@@ -151,11 +84,16 @@ def test_compiled_kernel_cache_shared_by_concurrent_processes(tmp_path):
     outputs = []
     for _round in ("compile", "load"):
         procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env=env) for _ in range(4)]
-        for p in procs:
-            out, err = p.communicate(timeout=TIMEOUT)
-            assert p.returncode == 0, err
-            outputs.append(out)
+                                  stderr=subprocess.PIPE, text=True, env=env,
+                                  start_new_session=True) for _ in range(4)]
+        try:
+            for p in procs:
+                out, err = p.communicate(timeout=TIMEOUT)
+                assert p.returncode == 0, err
+                outputs.append(out)
+        finally:
+            for p in procs:  # on a timeout or failure, nothing is left running
+                kill_group(p.pid)
     assert len(set(outputs)) == 1, outputs
     assert any((tmp_path / "cache").rglob("*.nbi"))
 
