@@ -1,5 +1,10 @@
-"""Dask support: the same kernels on every row block of a ``dask.array``, partial sums
-combined exactly (never an average of per-chunk means, which is biased for uneven chunks).
+"""Dask adapters: a front end's own block function on every row block of a ``dask.array``.
+
+Two generic drivers and nothing else: :func:`per_sample` maps a per-sample function over the
+row blocks, :func:`partial_sums` / :func:`reduced` add the float64 partial sums that a front
+end's reduction rule defines for each block and apply that rule's combine once (never an
+average of per-chunk means, which is biased for uneven chunks).  The rules themselves live in
+the front ends and ``_reduce``: this module knows none of them and imports nothing from xent.
 
 The core never imports dask: these helpers are reached only when an input already is a
 dask array (so dask is imported), and import it then.  Inputs are chunked along rows; the
@@ -23,6 +28,11 @@ def _da():
     import dask.array as da
 
     return da
+
+
+def broadcast_to(x, shape):
+    """``dask.array.broadcast_to``."""
+    return _da().broadcast_to(x, shape)
 
 
 def _rows(pred, axis=-1):
@@ -67,9 +77,10 @@ def _labels_aligned(y_true, axis, kind, batch_shape, row_chunks, c):
     return _aligned(y, row_chunks)
 
 
-# ------------------------------------------------------------------ per-sample losses
+# ------------------------------------------------------------------ drivers
 def per_sample(block_fn, y_true, y_pred, *, axis, kind, dtype):
-    """A lazy per-sample loss: ``block_fn(labels_block, pred_rows_block)`` on every block."""
+    """A lazy per-sample result: ``block_fn(labels_block, pred_rows_block)`` on every block,
+    in the predictions' shape without the class axis."""
     da = _da()
     pred, batch_shape = _rows(y_pred, axis)
     c = pred.shape[1]
@@ -81,9 +92,12 @@ def per_sample(block_fn, y_true, y_pred, *, axis, kind, dtype):
     return out.reshape(batch_shape) if len(batch_shape) != 1 else out
 
 
-def reduced(block_fn, y_true, y_pred, *, axis, kind, n_parts, combine, sample_weight=None):
-    """A lazy 0-d result: ``block_fn`` returns ``n_parts`` float64 partial sums per block;
-    they are summed over blocks and ``combine(sums)`` (dask arithmetic) gives the value."""
+def partial_sums(block_fn, y_true, y_pred, *, axis, kind, n_parts, sample_weight=None):
+    """Lazy ``(n_parts,)`` float64 sums over blocks of ``block_fn(labels, pred_rows[, w])``.
+
+    ``sample_weight`` (dask or NumPy) must already have the per-sample shape; its blocks are
+    aligned with the rows and passed as the third argument.
+    """
     da = _da()
     pred, batch_shape = _rows(y_pred, axis)
     c = pred.shape[1]
@@ -91,109 +105,19 @@ def reduced(block_fn, y_true, y_pred, *, axis, kind, n_parts, combine, sample_we
     labels = _labels_aligned(y_true, axis, kind, batch_shape, row_chunks, c)
     args = [labels, "ij" if kind == "dense" else "i", pred, "ij"]
     if sample_weight is not None:
-        w = sample_weight if is_dask(sample_weight) else np.asarray(sample_weight, np.float64)
-        if not is_dask(w):
-            w = np.broadcast_to(w, tuple(batch_shape)) if w.ndim <= len(batch_shape) else w
-        args += [_aligned(w, row_chunks), "i"]
+        args += [_aligned(sample_weight, row_chunks), "i"]
     parts = da.blockwise(
         lambda *blocks: np.asarray(block_fn(*blocks), np.float64).reshape(1, n_parts),
         "ik", *args, new_axes={"k": n_parts}, adjust_chunks={"i": 1},
         dtype=np.float64, concatenate=True,
     )
-    return combine(parts.sum(axis=0))
+    return parts.sum(axis=0)
 
 
-def _safe_ratio(num, den, empty):
-    da = _da()
-    return da.where(den != 0, num / da.where(den != 0, den, 1.0), empty)
-
-
-# ------------------------------------------------------------------ Keras
-def keras_function(func, y_true, y_pred, *, dense, axis, **kw):
-    """A Keras-style per-sample function on dask inputs (lazy, per-sample shape)."""
-    pred_dtype = np.float64 if np.dtype(getattr(y_pred, "dtype", np.float64)) == np.float64 else np.float32
-    kind = "dense" if dense else "sparse"
-    return per_sample(lambda y, p: func(y, p, axis=-1, **kw), y_true, y_pred, axis=axis,
-                      kind=kind, dtype=pred_dtype)
-
-
-def keras_loss_object(loss_obj, y_true, y_pred, sample_weight, dense):
-    """A Keras-style loss object on dask inputs: lazy per-sample (``"none"``) or lazy 0-d."""
-    kind = "dense" if dense else "sparse"
-    red = loss_obj.reduction
-    if red is None or red == "none":
-        if sample_weight is not None:
-            raise ValueError("with dask inputs and reduction='none', multiply by sample_weight yourself")
-        return per_sample(lambda y, p: loss_obj._per_sample(y, p)[0], y_true, y_pred,
-                          axis=loss_obj.axis, kind=kind, dtype=np.float64)
-
-    def block(y, p, w=None):
-        losses, valid = loss_obj._per_sample(y, p)
-        losses = losses.astype(np.float64)
-        ww = np.ones(losses.shape) if w is None else np.asarray(w, np.float64)
-        counted = np.ones(losses.shape, bool) if valid is None else valid
-        return [np.sum(losses * ww), np.count_nonzero(counted), np.sum(ww[counted])]
-
-    def combine(s):
-        if red == "sum":
-            return s[0]
-        if red == "mean_with_sample_weight" and sample_weight is not None:
-            return _safe_ratio(s[0], s[2], 0.0)
-        return _safe_ratio(s[0], s[1], 0.0)
-
-    return reduced(block, y_true, y_pred, axis=loss_obj.axis, kind=kind, n_parts=3,
-                   combine=combine, sample_weight=sample_weight)
-
-
-# ------------------------------------------------------------------ PyTorch
-def torch_cross_entropy(func, input, target, *, reduction, weight, ignore_index, **kw):
-    """``xent.cross_entropy`` on dask inputs of shape ``(N, C)`` (classes on dim 1)."""
-    if len(input.shape) != 2:
-        raise ValueError("dask inputs to cross_entropy must have shape (N, C)")
-    dense = np.dtype(getattr(target, "dtype", np.int64)).kind == "f"
-    kind = "dense" if dense else "sparse"
-    if reduction == "none":
-        return per_sample(
-            lambda y, p: func(p, y, weight=weight, ignore_index=ignore_index, reduction="none", **kw),
-            target, input, axis=1, kind=kind, dtype=np.dtype(input.dtype))
-    w = None if weight is None else np.asarray(weight, np.float64)
-
-    def block(y, p):
-        total = func(p, y, weight=weight, ignore_index=ignore_index, reduction="sum", **kw)
-        if dense:
-            den = y.shape[0]
-        else:
-            keep = y != ignore_index
-            den = np.count_nonzero(keep) if w is None else np.sum(w[y[keep]])
-        return [total, den]
-
-    def combine(s):
-        if reduction == "sum":
-            return s[0]
-        return s[0] / s[1]  # 0 / 0 is NaN, as PyTorch
-
-    return reduced(block, target, input, axis=1, kind=kind, n_parts=2, combine=combine)
-
-
-# ------------------------------------------------------------------ evaluate
-def evaluate(y_true, y_pred, *, from_logits, top_k, sample_weight, ignore_class, label_format):
-    """``xent.evaluate`` over dask inputs: each row block runs the fused kernel on a worker,
-    the blocks' float64 partial sums are added, the metrics formed once at the end."""
-    from xent import _evaluate as ev
-
-    ks = ev.check_top_k(top_k)
-    pred, batch_shape = _rows(y_pred, -1)
-    c = pred.shape[1]
-    y_shape = tuple(y_true.shape) if hasattr(y_true, "shape") else np.shape(y_true)
-    kind = ev.label_kind(y_shape, tuple(batch_shape) + (c,), label_format)
-    n_parts = 4 + len(ks)
-
-    def block(y, p, w=None):
-        totals = ev._Totals(ks)
-        ev.evaluate_block(p, y, kind, from_logits=from_logits, ignore_class=ignore_class,
-                          weights=w, totals=totals)
-        return totals.as_vector()
-
-    sums = reduced(block, y_true, y_pred, axis=-1, kind=kind, n_parts=n_parts,
-                   combine=lambda s: s, sample_weight=sample_weight)
-    return ev._Totals.from_vector(ks, np.asarray(sums.compute())).result()
+def reduced(block_fn, y_true, y_pred, *, axis, kind, n_parts, combine, dtype,
+            sample_weight=None):
+    """A lazy 0-d result: :func:`partial_sums`, then ``combine(sums)`` (NumPy in, a scalar of
+    ``dtype`` out: the same function the in-memory path calls) on the summed partials."""
+    sums = partial_sums(block_fn, y_true, y_pred, axis=axis, kind=kind, n_parts=n_parts,
+                        sample_weight=sample_weight)
+    return sums.map_blocks(lambda s: np.asarray(combine(s), dtype), drop_axis=0, dtype=dtype)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from xent import _dask
 from xent._engine import evaluation_rows
 from xent._inputs import (
     as_array,
@@ -386,10 +387,8 @@ def evaluate(y_true, y_pred, *, from_logits=False, top_k=(1, 5), sample_weight=N
     >>> round(-(math.log(0.7) + math.log(0.2) + math.log(0.4)) / 3, 6)
     0.960801
     """
-    from xent import _dask
-
-    if _dask.is_dask(y_pred) or _dask.is_dask(y_true):
-        return _dask.evaluate(y_true, y_pred, from_logits=from_logits, top_k=top_k,
+    if _dask.is_dask(y_pred) or _dask.is_dask(y_true) or _dask.is_dask(sample_weight):
+        return _evaluate_dask(y_true, y_pred, from_logits=from_logits, top_k=top_k,
                               sample_weight=sample_weight, ignore_class=ignore_class,
                               label_format=label_format)
     ks = check_top_k(top_k)
@@ -432,3 +431,28 @@ def evaluate(y_true, y_pred, *, from_logits=False, top_k=(1, 5), sample_weight=N
     finally:
         bar.close()
     return totals.result()
+
+
+def _evaluate_dask(y_true, y_pred, *, from_logits, top_k, sample_weight, ignore_class,
+                   label_format):
+    """:func:`evaluate` over dask inputs: each row block runs :func:`evaluate_block` on a
+    worker, the blocks' partial sums (:class:`_Totals` as a vector) are added, and the
+    metrics are formed once at the end, exactly as the streaming loop does in memory."""
+    ks = check_top_k(top_k)
+    ignore_class = check_ignore_class(ignore_class)
+    pred_shape = tuple(y_pred.shape)
+    if len(pred_shape) == 0:
+        raise ValueError("y_pred must have a class axis (the last), got a scalar")
+    kind = label_kind(tuple(np.shape(y_true)), pred_shape, label_format)
+    if sample_weight is not None and not _dask.is_dask(sample_weight):
+        sample_weight = _weights_flat(sample_weight, pred_shape[:-1], None)
+
+    def block(y, p, w=None):
+        totals = _Totals(ks)
+        evaluate_block(p, y, kind, from_logits=from_logits, ignore_class=ignore_class,
+                       weights=w, totals=totals)
+        return totals.as_vector()
+
+    sums = _dask.partial_sums(block, y_true, y_pred, axis=-1, kind=kind, n_parts=4 + len(ks),
+                              sample_weight=sample_weight)
+    return _Totals.from_vector(ks, np.asarray(sums.compute())).result()

@@ -7,6 +7,7 @@ input policy lives in ``_inputs``, the reductions in ``_reduce``.
 
 from __future__ import annotations
 
+import numpy as np
 
 from xent import _dask, _engine
 from xent._inputs import (
@@ -20,7 +21,12 @@ from xent._inputs import (
     normalize_axis,
     to_rows,
 )
-from xent._reduce import check_keras_reduction, keras_reduce
+from xent._reduce import (
+    KerasReduction,
+    broadcast_sample_weight,
+    check_keras_reduction,
+    keras_reduce,
+)
 from xent._vocab import LargeVocab, check_large_vocab, finish
 
 #: Keras's default ``backend.epsilon()``.
@@ -40,9 +46,27 @@ def _prepare(y_pred, axis, label_smoothing, epsilon):
 _PLAIN = LargeVocab()
 
 
-def _no_extra_outputs(opts):
+def _dask_function(func, y_true, y_pred, opts, *, dense, axis, **kw):
+    """A Keras-style function on dask inputs: ``func`` itself on every row block (lazy, the
+    per-sample shape)."""
     if opts.extra_outputs:
         raise ValueError("return_lse / return_z_loss are not available for dask inputs")
+    dtype = np.float64 if np.dtype(getattr(y_pred, "dtype", np.float64)) == np.float64 \
+        else np.float32
+    return _dask.per_sample(lambda y, p: func(y, p, axis=-1, **kw), y_true, y_pred,
+                            axis=axis, kind="dense" if dense else "sparse", dtype=dtype)
+
+
+def _dask_sample_weight(sample_weight, batch_shape):
+    """Keras's sample-weight broadcasting for the dask path (dask or NumPy weights)."""
+    if sample_weight is None or not _dask.is_dask(sample_weight):
+        return broadcast_sample_weight(sample_weight, batch_shape)
+    w = sample_weight.astype(np.float64)
+    if w.ndim == len(batch_shape) + 1 and w.shape[-1] == 1:
+        w = w[..., 0]
+    elif w.ndim == len(batch_shape) - 1 and w.ndim > 0:
+        w = w[..., None]
+    return _dask.broadcast_to(w, tuple(batch_shape))
 
 
 def _with_vocab(loss, lse, valid, opts, batch_shape):
@@ -172,9 +196,8 @@ def sparse_categorical_crossentropy(
     opts = check_large_vocab(z_loss, softcap, return_lse, return_z_loss,
                              from_logits=bool(from_logits))
     if _dask.is_dask(y_pred) or _dask.is_dask(y_true):
-        _no_extra_outputs(opts)
-        return _dask.keras_function(
-            sparse_categorical_crossentropy, y_true, y_pred, dense=False, axis=axis,
+        return _dask_function(
+            sparse_categorical_crossentropy, y_true, y_pred, opts, dense=False, axis=axis,
             from_logits=from_logits, ignore_class=ignore_class, label_smoothing=label_smoothing,
             epsilon=epsilon, renormalize=renormalize, z_loss=z_loss, softcap=softcap,
         )
@@ -254,9 +277,8 @@ def categorical_crossentropy(
     opts = check_large_vocab(z_loss, softcap, return_lse, return_z_loss,
                              from_logits=bool(from_logits))
     if _dask.is_dask(y_pred) or _dask.is_dask(y_true):
-        _no_extra_outputs(opts)
-        return _dask.keras_function(
-            categorical_crossentropy, y_true, y_pred, dense=True, axis=axis,
+        return _dask_function(
+            categorical_crossentropy, y_true, y_pred, opts, dense=True, axis=axis,
             from_logits=from_logits, label_smoothing=label_smoothing, epsilon=epsilon,
             renormalize=renormalize, z_loss=z_loss, softcap=softcap,
         )
@@ -276,7 +298,7 @@ class _KerasLoss:
         self.epsilon = check_epsilon(epsilon)
         self.renormalize = bool(renormalize)
 
-    def _per_sample(self, y_true, y_pred):  # pragma: no cover - overridden
+    def _per_sample(self, y_true, y_pred, axis=None):  # pragma: no cover - overridden
         raise NotImplementedError
 
     def call(self, y_true, y_pred):
@@ -285,10 +307,34 @@ class _KerasLoss:
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         if _dask.is_dask(y_pred) or _dask.is_dask(y_true) or _dask.is_dask(sample_weight):
-            return _dask.keras_loss_object(self, y_true, y_pred, sample_weight,
-                                           dense=isinstance(self, CategoricalCrossentropy))
+            return self._call_dask(y_true, y_pred, sample_weight)
         losses, valid = self._per_sample(y_true, y_pred)
         return keras_reduce(losses, sample_weight, valid, self.reduction, losses.dtype)
+
+    def _call_dask(self, y_true, y_pred, sample_weight):
+        """The loss on dask inputs: lazy per-sample for ``"none"``, else the same
+        :class:`KerasReduction` partials as in memory, added over row blocks."""
+        shape = tuple(y_pred.shape)
+        ax = normalize_axis(self.axis, len(shape))
+        batch_shape = shape[:ax] + shape[ax + 1:]
+        dtype = np.float64 if np.dtype(getattr(y_pred, "dtype", np.float64)) == np.float64 \
+            else np.float32
+        kind = "dense" if isinstance(self, CategoricalCrossentropy) else "sparse"
+        w = _dask_sample_weight(sample_weight, batch_shape)
+        if self.reduction is None or self.reduction == "none":
+            # blocks arrive with the class axis last
+            out = _dask.per_sample(lambda y, p: self._per_sample(y, p, -1)[0], y_true, y_pred,
+                                   axis=self.axis, kind=kind, dtype=dtype)
+            return out if w is None else (out * w).astype(dtype)
+        rule = KerasReduction(self.reduction, weighted=w is not None)
+
+        def block(y, p, wb=None):
+            losses, valid = self._per_sample(y, p, -1)
+            return rule.partials(losses, wb, valid)
+
+        return _dask.reduced(block, y_true, y_pred, axis=self.axis, kind=kind,
+                             n_parts=rule.n_parts, combine=lambda s: rule.combine(s, dtype),
+                             dtype=dtype, sample_weight=w)
 
     def get_config(self):
         """The constructor arguments, as Keras's ``get_config``."""
@@ -362,13 +408,13 @@ class SparseCategoricalCrossentropy(_KerasLoss):
         super().__init__(from_logits, label_smoothing, axis, reduction, name, epsilon, renormalize)
         self.ignore_class = check_ignore_class(ignore_class)
 
-    def _per_sample(self, y_true, y_pred):
+    def _per_sample(self, y_true, y_pred, axis=None):
         return _sparse(
             y_true,
             y_pred,
             self.from_logits,
             self.ignore_class,
-            self.axis,
+            self.axis if axis is None else axis,
             self.label_smoothing,
             self.epsilon,
             self.renormalize,
@@ -419,13 +465,13 @@ class CategoricalCrossentropy(_KerasLoss):
     ):
         super().__init__(from_logits, label_smoothing, axis, reduction, name, epsilon, renormalize)
 
-    def _per_sample(self, y_true, y_pred):
+    def _per_sample(self, y_true, y_pred, axis=None):
         loss = _dense(
             y_true,
             y_pred,
             self.from_logits,
             self.label_smoothing,
-            self.axis,
+            self.axis if axis is None else axis,
             self.epsilon,
             self.renormalize,
         )

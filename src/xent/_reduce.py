@@ -47,12 +47,12 @@ def broadcast_sample_weight(sample_weight, shape: tuple) -> np.ndarray | None:
         ) from None
 
 
-def keras_reduce(losses: np.ndarray, sample_weight, valid, reduction, dtype):
-    """Reduce per-sample ``losses`` as a Keras 3 loss object does.
+class KerasReduction:
+    """Keras 3's reduction of per-sample losses, as block partials and a combine.
 
-    ``valid`` is the boolean mask of counted entries (``ignore_class``), or ``None``.
+    A block contributes ``[sum(w * loss), counted entries, sum of w over counted entries]``
+    (float64); partials of several blocks add up, and :meth:`combine` forms the value:
 
-    * ``"none"`` / ``None``: ``w * loss`` per sample;
     * ``"sum"``: ``sum(w * loss)``;
     * ``"sum_over_batch_size"`` / ``"mean"``: ``sum(w * loss) / n`` with ``n`` the number of
       counted entries;
@@ -60,20 +60,81 @@ def keras_reduce(losses: np.ndarray, sample_weight, valid, reduction, dtype):
       (``/ n`` without weights).
 
     A zero divisor (empty or all-ignored batch) gives 0.0, as Keras's ``divide_no_nan``.
+    In memory the whole input is one block; Dask adds the partials of its chunks.
     """
-    out_type = np.dtype(dtype).type
+
+    n_parts = 3
+
+    def __init__(self, reduction, weighted: bool):
+        self.reduction = reduction
+        self.weighted = weighted
+
+    def partials(self, losses, weights, valid) -> np.ndarray:
+        """``losses`` per sample, ``weights`` already broadcast to their shape (or ``None``),
+        ``valid`` the mask of counted entries (or ``None``: all count)."""
+        losses = np.asarray(losses)
+        if weights is None:
+            total = np.sum(losses, dtype=np.float64)
+        else:
+            total = np.sum(losses * weights, dtype=np.float64)
+        count = losses.size if valid is None else np.count_nonzero(valid)
+        if weights is None:
+            weight_sum = float(count)
+        else:
+            weight_sum = np.sum(weights if valid is None else weights[valid], dtype=np.float64)
+        return np.array([total, count, weight_sum], np.float64)
+
+    def combine(self, sums, dtype):
+        out = np.dtype(dtype).type
+        total, count, weight_sum = (float(v) for v in sums)
+        if self.reduction == "sum":
+            return out(total)
+        use_weights = self.reduction == "mean_with_sample_weight" and self.weighted
+        divisor = weight_sum if use_weights else count
+        return out(total / divisor) if divisor != 0.0 else out(0.0)
+
+
+def keras_reduce(losses: np.ndarray, sample_weight, valid, reduction, dtype):
+    """Reduce per-sample ``losses`` as a Keras 3 loss object does (see
+    :class:`KerasReduction`); ``"none"`` / ``None`` returns ``w * loss`` per sample.
+
+    ``valid`` is the boolean mask of counted entries (``ignore_class``), or ``None``.
+    """
     w = broadcast_sample_weight(sample_weight, losses.shape)
     if reduction is None or reduction == "none":
         return losses if w is None else (losses * w).astype(dtype, copy=False)
-    if w is None:
-        total = np.sum(losses, dtype=np.float64)
-    else:
-        total = np.sum(losses * w, dtype=np.float64)
-    if reduction == "sum":
-        return out_type(total)
-    count = losses.size if valid is None else int(np.count_nonzero(valid))
-    if reduction == "mean_with_sample_weight" and w is not None:
-        divisor = float(np.sum(w if valid is None else w[valid], dtype=np.float64))
-    else:
-        divisor = float(count)
-    return out_type(total / divisor) if divisor != 0.0 else out_type(0.0)
+    rule = KerasReduction(reduction, weighted=w is not None)
+    return rule.combine(rule.partials(losses, w, valid), dtype)
+
+
+class TorchReduction:
+    """PyTorch's ``"mean"`` / ``"sum"``, with xent's z-loss term, as partials and a combine.
+
+    A block contributes ``[sum of losses, the mean's divisor, sum of z-loss terms, counted
+    elements]``; the divisor is the sum of ``weight[target]`` over counted elements for index
+    targets with class weights, the number of counted elements without weights, and the
+    number of elements for probability targets (pytorch#107680).  ``"mean"`` is
+    ``losses / divisor + z / counted`` (0 / 0 is NaN, as PyTorch); ``"sum"`` adds the sums.
+    """
+
+    n_parts = 4
+
+    def __init__(self, reduction):
+        self.reduction = reduction
+
+    @staticmethod
+    def partials(losses, divisor, z, count) -> np.ndarray:
+        z_sum = 0.0 if z is None else np.sum(z, dtype=np.float64)
+        return np.array([np.sum(losses, dtype=np.float64), divisor, z_sum, count], np.float64)
+
+    def combine(self, sums, dtype, *, z_only=False):
+        """The reduced loss (z-loss included), or with ``z_only`` its z-loss term alone."""
+        out = np.dtype(dtype).type
+        total, divisor, z_sum, count = (np.float64(v) for v in sums)
+        if self.reduction == "sum":
+            return out(z_sum) if z_only else out(total + z_sum)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z_mean = z_sum / count if z_sum != 0.0 else np.float64(0.0)
+            if z_only:
+                return out(z_mean)
+            return out(total / divisor + z_mean)

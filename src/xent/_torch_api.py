@@ -18,6 +18,7 @@ from xent._inputs import (
     check_ignore_class,
     to_rows,
 )
+from xent._reduce import TorchReduction
 from xent._vocab import check_large_vocab, package, z_terms
 from xent.kernels import IGNORED
 
@@ -37,17 +38,6 @@ def _class_dim(pred: np.ndarray, name: str = "input") -> int:
     if pred.ndim == 0:
         raise ValueError(f"{name} must have shape (C,), (N, C) or (N, C, d1, ...), got a scalar")
     return 0 if pred.ndim == 1 else 1
-
-
-def _reduce(per: np.ndarray, reduction: str, divisor: float, dtype):
-    """``per`` as is, its float64 sum, or that sum over ``divisor`` (0 / 0 is NaN, as PyTorch)."""
-    if reduction == "none":
-        return per
-    total = np.sum(per, dtype=np.float64)
-    if reduction == "sum":
-        return dtype.type(total)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return dtype.type(np.float64(total) / np.float64(divisor))
 
 
 def cross_entropy(
@@ -149,10 +139,34 @@ def cross_entropy(
     if _dask.is_dask(input) or _dask.is_dask(target):
         if opts.extra_outputs:
             raise ValueError("return_lse / return_z_loss are not available for dask inputs")
-        return _dask.torch_cross_entropy(
-            cross_entropy, input, target, reduction=reduction, weight=weight,
-            ignore_index=ignore_index, label_smoothing=smoothing, z_loss=z_loss, softcap=softcap,
-        )
+        return _dask_cross_entropy(input, target, weight, ignore_index, reduction, smoothing,
+                                   opts)
+    parts = _cross_entropy_parts(input, target, weight, ignore_index, smoothing, opts)
+    loss, z, lse, batch_shape = parts.loss, parts.z, parts.lse, parts.batch_shape
+    lse_out = None if lse is None else lse.reshape(batch_shape)
+    if reduction == "none":
+        total = loss.reshape(batch_shape) if z is None else (loss + z).reshape(batch_shape)
+        z_out = None if z is None else z.reshape(batch_shape)
+        return package(total, z_out, lse_out, opts)
+    rule = TorchReduction(reduction)
+    sums = parts.partials()
+    z_out = None if z is None else rule.combine(sums, loss.dtype, z_only=True)
+    return package(rule.combine(sums, loss.dtype), z_out, lse_out, opts)
+
+
+class _Parts:
+    """One block's per-element results and what PyTorch's ``"mean"`` divides by."""
+
+    def __init__(self, loss, z, lse, divisor, count, batch_shape):
+        self.loss, self.z, self.lse = loss, z, lse
+        self.divisor, self.count, self.batch_shape = divisor, count, batch_shape
+
+    def partials(self):
+        return TorchReduction.partials(self.loss, self.divisor, self.z, self.count)
+
+
+def _cross_entropy_parts(input, target, weight, ignore_index, smoothing, opts) -> _Parts:
+    """Per-element losses (without the z-loss), z-loss terms, lse and the denominators."""
     pred = as_predictions(input, "input")
     dim = _class_dim(pred)
     rows, batch_shape = to_rows(pred, dim, name="input")
@@ -189,16 +203,30 @@ def cross_entropy(
             divisor = count
         else:
             divisor = np.sum(w[labels[labels != IGNORED]], dtype=np.float64)
-    z = z_terms(lse, opts, counted)
-    dtype = loss.dtype
-    total = _reduce(loss.reshape(batch_shape), reduction, divisor, dtype)
-    z_out = None
-    if z is not None:
-        z_red = _reduce(z.reshape(batch_shape), reduction, count, dtype)
-        total = total + z_red
-        z_out = z_red
-    lse_out = None if lse is None else lse.reshape(batch_shape)
-    return package(total, z_out, lse_out, opts)
+    return _Parts(loss, z_terms(lse, opts, counted), lse, divisor, count, batch_shape)
+
+
+def _dask_cross_entropy(input, target, weight, ignore_index, reduction, smoothing, opts):
+    """:func:`cross_entropy` on dask arrays of shape ``(N, C)``: per-element losses block by
+    block, or the same partials as in memory added over blocks and combined once."""
+    if len(input.shape) != 2:
+        raise ValueError("dask inputs to cross_entropy must have shape (N, C)")
+    kind = "dense" if np.dtype(getattr(target, "dtype", np.int64)).kind == "f" else "sparse"
+    dtype = np.float64 if np.dtype(input.dtype) == np.float64 else np.float32
+
+    def parts(y, p):
+        return _cross_entropy_parts(p, y, weight, ignore_index, smoothing, opts)
+
+    if reduction == "none":
+        def per_element(y, p):
+            got = parts(y, p)
+            return got.loss if got.z is None else got.loss + got.z
+
+        return _dask.per_sample(per_element, target, input, axis=1, kind=kind, dtype=dtype)
+    rule = TorchReduction(reduction)
+    return _dask.reduced(lambda y, p: parts(y, p).partials(), target, input, axis=1, kind=kind,
+                         n_parts=rule.n_parts, combine=lambda s: rule.combine(s, dtype),
+                         dtype=dtype)
 
 
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
@@ -259,4 +287,7 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     scale = np.ones(labels.shape) if w is None else w[safe]
     loss = np.where(keep, -scale * picked, 0.0).astype(rows.dtype)
     divisor = np.sum(np.where(keep, scale, 0.0), dtype=np.float64)
-    return _reduce(loss.reshape(batch_shape), reduction, divisor, loss.dtype)
+    if reduction == "none":
+        return loss.reshape(batch_shape)
+    rule = TorchReduction(reduction)
+    return rule.combine(rule.partials(loss, divisor, None, 0), loss.dtype)
