@@ -7,6 +7,7 @@ do not count.  The kernels never read outside their arrays, even if handed a lab
 range (that row gets NaN), but the wrappers validate before calling them.
 """
 
+from .baseline import row_sums
 from .evaluate import evaluate_dense, evaluate_sparse, rank_of
 from .logits import (
     BLOCK,
@@ -40,6 +41,7 @@ __all__ = [
     "row_max",
     "row_sum",
     "row_sum_exp",
+    "row_sums",
     "serial",
     "sparse_logits",
     "sparse_logits_long_rows",

@@ -22,7 +22,8 @@ from xent._optax_api import (
 )
 from xent._sklearn_api import log_loss
 from xent._torch_api import cross_entropy, nll_loss
-from xent._threading import get_num_threads, max_threads, set_num_threads, threading_layer
+from xent._engine import threading_layer
+from xent._threading import get_num_threads, max_threads, set_num_threads
 
 __version__ = "0.1.0"
 

@@ -12,6 +12,44 @@ import numpy as np
 from xent import kernels
 from xent._threading import ensure_threading_layer, serial_only
 
+#: The label marking rows that do not count (ignored class / index), as the kernels read it.
+IGNORED = kernels.IGNORED
+
+#: Keras's ``backend.epsilon()``: the default clipping bound for probabilities, shared by the
+#: Keras front end and evaluation.
+EPSILON = 1e-7
+
+
+def _probe():
+    kernels.row_sums(np.zeros((2, 2)), np.empty(2))
+
+
+def ready() -> str:
+    """Load a safe threading layer before the first kernel launch; return its name."""
+    return ensure_threading_layer(_probe)
+
+
+def threading_layer() -> str:
+    """The Numba threading layer xent runs on (``"tbb"`` or ``"omp"``), loading it if needed.
+
+    On x86-64 Linux (and where the ``tbb`` wheel installs) this is ``"tbb"`` unless
+    ``NUMBA_THREADING_LAYER`` chooses otherwise; see README, "Threads, processes and bad
+    input".
+
+    Examples
+    --------
+    >>> import xent
+    >>> xent.threading_layer() in ("tbb", "omp")
+    True
+    """
+    return ready()
+
+
+def row_sums(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """The bandwidth baseline: ``out[i] = sum(x[i])`` by a plain parallel Numba loop."""
+    ready()
+    return kernels.row_sums(x, out)
+
 
 def _kernel(parallel_kernel):
     """The kernel to launch: its serial build in a child forked from an OpenMP parent."""
@@ -34,9 +72,9 @@ _NO_WEIGHTS = np.empty(0, np.float64)
 _NO_MASK = np.empty((0, 0), np.bool_)
 
 
-def _rows(kind, rows, second, *, from_logits, smoothing=0.0, epsilon=1e-7, renormalize=True,
+def _rows(kind, rows, second, *, from_logits, smoothing=0.0, epsilon=EPSILON, renormalize=True,
           want_lse=False, class_weights=None, softcap=0.0, class_mask=None):
-    ensure_threading_layer()
+    ready()
     want_lse = want_lse and from_logits
     loss, lse = _outputs(rows, want_lse)
     weights = _NO_WEIGHTS if class_weights is None else class_weights
@@ -96,7 +134,7 @@ def dense_rows(rows, targets, **options):
 
 def probability_checks(rows):
     """``(row sums in float64, per-row count of entries outside [0, 1] or NaN)``."""
-    ensure_threading_layer()
+    ready()
     n = rows.shape[0]
     sums, bad = np.empty(n), np.empty(n, np.int64)
     _kernel(kernels.probability_rows)(rows, sums, bad)
@@ -110,7 +148,7 @@ def evaluation_rows(kind, pred, second, *, from_logits, epsilon):
     -1) or ``"dense"`` (``second``: target rows; the true class is each row's first arg-max).
     Returns ``(loss of pred.dtype, rank int64)``.
     """
-    ensure_threading_layer()
+    ready()
     n = pred.shape[0]
     lo, hi = _clip_bounds(pred.dtype, epsilon)
     loss, rank = np.empty(n, pred.dtype), np.empty(n, np.int64)

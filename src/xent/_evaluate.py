@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from xent import _dask
-from xent._engine import evaluation_rows
+from xent._engine import EPSILON, evaluation_rows
 from xent._inputs import (
     as_array,
     as_labels,
@@ -29,7 +29,6 @@ from xent._inputs import (
 
 #: Working memory a block of predictions (and dense labels) may take by default.
 DEFAULT_BLOCK_BYTES = 64 * 2**20
-EPSILON = 1e-7
 
 
 @dataclass(frozen=True)

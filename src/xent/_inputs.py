@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-from xent.kernels import IGNORED
+from xent._engine import IGNORED
 
 _FLOAT_OK = (np.float32, np.float64)
 

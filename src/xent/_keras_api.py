@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from xent import _dask, _engine
+from xent._engine import EPSILON
 from xent._inputs import (
     as_labels,
     as_predictions,
@@ -29,8 +30,6 @@ from xent._reduce import (
 )
 from xent._vocab import LargeVocab, check_large_vocab, finish
 
-#: Keras's default ``backend.epsilon()``.
-EPSILON = 1e-7
 
 
 def _prepare(y_pred, axis, label_smoothing, epsilon):

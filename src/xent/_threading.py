@@ -118,16 +118,12 @@ def serial_only() -> bool:
     return _forked_from_openmp
 
 
-def _launch_layer() -> str:
-    """Run a tiny parallel kernel so Numba loads its layer; return the layer's name."""
-    from xent.kernels.baseline import row_sums
+def ensure_threading_layer(probe) -> str:
+    """Select and load a safe threading layer once; return its name (``tbb`` or ``omp``).
 
-    row_sums(np.zeros((2, 2)), np.empty(2))
-    return numba.threading_layer()
-
-
-def ensure_threading_layer() -> str:
-    """Select and load a safe threading layer once; return its name (``tbb`` or ``omp``)."""
+    ``probe()`` launches a tiny parallel kernel, which makes Numba load its layer (the
+    engine passes one: this module knows no kernel).
+    """
     global _ready
     if _ready or _forked_from_openmp:
         return numba.threading_layer()
@@ -148,7 +144,8 @@ def ensure_threading_layer() -> str:
         for candidate in candidates:
             numba.config.THREADING_LAYER = candidate
             try:
-                layer = _launch_layer()
+                probe()
+                layer = numba.threading_layer()
                 break
             except ValueError as exc:  # Numba: "No threading layer could be loaded"
                 errors.append(f"{candidate}: {exc}")
@@ -218,18 +215,3 @@ def max_threads() -> int:
     True
     """
     return numba.config.NUMBA_NUM_THREADS
-
-
-def threading_layer() -> str:
-    """The Numba threading layer xent runs on (``"tbb"`` or ``"omp"``), loading it if needed.
-
-    On x86-64 Linux, Windows and macOS with the ``tbb`` dependency installed this is ``"tbb"``
-    unless ``NUMBA_THREADING_LAYER`` chooses otherwise.
-
-    Examples
-    --------
-    >>> import xent
-    >>> xent.threading_layer() in ("tbb", "omp")
-    True
-    """
-    return ensure_threading_layer()

@@ -20,7 +20,6 @@ from xent._inputs import (
 )
 from xent._reduce import TorchReduction
 from xent._vocab import check_large_vocab, package, z_terms
-from xent.kernels import IGNORED
 
 #: What ``reduction`` may be, as in PyTorch.
 TORCH_REDUCTIONS = ("none", "mean", "sum")
@@ -202,7 +201,7 @@ def _cross_entropy_parts(input, target, weight, ignore_index, smoothing, opts) -
         if w is None:
             divisor = count
         else:
-            divisor = np.sum(w[labels[labels != IGNORED]], dtype=np.float64)
+            divisor = np.sum(w[labels[labels != _engine.IGNORED]], dtype=np.float64)
     return _Parts(loss, z_terms(lse, opts, counted), lse, divisor, count, batch_shape)
 
 
@@ -281,7 +280,7 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
         target, batch_shape, n_classes, axis=dim, ignore_class=ignore_index, name="target",
         pred_name="input", ignore_name="ignore_index", integer_only=True,
     )
-    keep = labels != IGNORED
+    keep = labels != _engine.IGNORED
     safe = np.where(keep, labels, 0)
     picked = rows[np.arange(rows.shape[0]), safe].astype(np.float64)
     scale = np.ones(labels.shape) if w is None else w[safe]

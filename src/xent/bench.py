@@ -182,7 +182,7 @@ def _keras(data: Data, sparse: bool):
 
 
 def _rowsum_baseline(data: Data):
-    from xent.kernels.baseline import row_sums
+    from xent._engine import row_sums
 
     out = np.empty(data.case.rows)
     return lambda: float(row_sums(data.scores, out)[0]) if data.case.rows else 0.0
@@ -288,9 +288,9 @@ def run(cases, repeat: int = 7, budget_s: float = 2.0, progress=None, startup=Tr
     """Time every available implementation on every case; returns a JSON-ready dict."""
     import numba
 
-    from xent._threading import ensure_threading_layer
+    from xent._engine import ready
 
-    ensure_threading_layer()
+    ready()
     impls = [i for i in REGISTRY if i.available()]
     results = []
     for k, case in enumerate(cases):
