@@ -8,7 +8,9 @@ _FULL = os.environ.get("XENT_BENCH_FULL") == "1"
 CASES = bench.FULL if _FULL else bench.DEFAULT
 
 
-@pytest.fixture(scope="module", params=CASES, ids=lambda c: f"{c.rows}x{c.classes}-{c.dtype}-{c.inputs}")
+@pytest.fixture(
+    scope="module", params=CASES, ids=lambda c: f"{c.rows}x{c.classes}-{c.dtype}-{c.inputs}"
+)
 def bench_data(request):
     data = bench.Data.make(request.param)
     return data, bench.expected_mean(data)

@@ -70,13 +70,16 @@ def main(argv=None) -> int:
     ap.add_argument("--readme")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
-    z = (rng.standard_normal((args.rows, args.classes), np.float32) * 3)
+    z = rng.standard_normal((args.rows, args.classes), np.float32) * 3
     y = rng.integers(0, args.classes, args.rows)
     # a model that is right sometimes, so accuracies are not all 0
     hit = rng.random(args.rows) < 0.4
     z[np.arange(args.rows)[hit], y[hit]] += 8
     want = xent_recipe(z, y)
-    recipes = [("xent.evaluate (one pass)", xent_recipe), ("NumPy: log-softmax + argmax + argpartition", numpy_recipe)]
+    recipes = [
+        ("xent.evaluate (one pass)", xent_recipe),
+        ("NumPy: log-softmax + argmax + argpartition", numpy_recipe),
+    ]
     tr = torch_recipe()
     if tr is not None:
         recipes.append(("PyTorch: F.cross_entropy + topk(5)", tr))
@@ -92,7 +95,7 @@ def main(argv=None) -> int:
     for name, fn in recipes:
         got = fn(z, y)
         np.testing.assert_allclose(got, want, rtol=1e-4, err_msg=name)
-        ms = median_ms(lambda: fn(z, y), args.repeat)
+        ms = median_ms(lambda fn=fn: fn(z, y), args.repeat)
         base = base or ms
         lines.append(f"| {name} | {ms:.1f} | {'—' if ms == base else f'{ms / base:.1f}x'} |")
         print(lines[-1], flush=True)

@@ -53,14 +53,23 @@ def main(argv=None) -> int:
     w = np.ones(C)
     cases = [
         ("sparse (`cross_entropy`, index targets)", lambda: xent.cross_entropy(z, y)),
-        ("+ `z_loss`, `return_lse`", lambda: xent.cross_entropy(z, y, z_loss=1e-4, return_lse=True)),
-        ("+ `softcap=30`, `z_loss`, `return_lse`",
-         lambda: xent.cross_entropy(z, y, softcap=30.0, z_loss=1e-4, return_lse=True)),
-        ("+ `weight`, `label_smoothing=0.1`",
-         lambda: xent.cross_entropy(z, y, weight=w, label_smoothing=0.1)),
+        (
+            "+ `z_loss`, `return_lse`",
+            lambda: xent.cross_entropy(z, y, z_loss=1e-4, return_lse=True),
+        ),
+        (
+            "+ `softcap=30`, `z_loss`, `return_lse`",
+            lambda: xent.cross_entropy(z, y, softcap=30.0, z_loss=1e-4, return_lse=True),
+        ),
+        (
+            "+ `weight`, `label_smoothing=0.1`",
+            lambda: xent.cross_entropy(z, y, weight=w, label_smoothing=0.1),
+        ),
         ("dense (`cross_entropy`, probability targets)", lambda: xent.cross_entropy(z, t)),
-        ("+ `softcap=30`, `z_loss`, `return_lse`",
-         lambda: xent.cross_entropy(z, t, softcap=30.0, z_loss=1e-4, return_lse=True)),
+        (
+            "+ `softcap=30`, `z_loss`, `return_lse`",
+            lambda: xent.cross_entropy(z, t, softcap=30.0, z_loss=1e-4, return_lse=True),
+        ),
     ]
     lines = [
         f"Measured by `python benchmarks/large_vocab_memory.py` ({N:,} x {C:,} float32 logits, "
@@ -75,8 +84,10 @@ def main(argv=None) -> int:
         lines.append(f"| {name} | {seconds * 1e3:.0f} ms | {extra / 2**20:.1f} MiB |")
         print(lines[-1], flush=True)
     lines.append("")
-    lines.append(f"For comparison, one float32 N×C temporary would be {z.nbytes / 2**20:,.0f} MiB; "
-                 f"the outputs themselves are {N * 4 * 3 / 2**10:.0f} KiB.")
+    lines.append(
+        f"For comparison, one float32 N×C temporary would be {z.nbytes / 2**20:,.0f} MiB; "
+        f"the outputs themselves are {N * 4 * 3 / 2**10:.0f} KiB."
+    )
     block = "\n".join(lines)
     if args.readme:
         splice(args.readme, "<!-- large-vocab-memory -->", block)

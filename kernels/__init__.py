@@ -7,6 +7,7 @@ do not count.  The kernels never read outside their arrays, even if handed a lab
 range (that row gets NaN), but the wrappers validate before calling them.
 """
 
+from ._serial import serial
 from .baseline import row_sums
 from .evaluate import evaluate_dense, evaluate_sparse, rank_of
 from .logits import (
@@ -23,7 +24,6 @@ from .logits import (
     sparse_logits_long_rows,
     sparse_logits_short_rows,
 )
-from ._serial import serial
 from .probs import dense_probs, probability_rows, sparse_probs
 
 __all__ = [

@@ -26,8 +26,9 @@ def serial(kernel):
         build = _builds.get(kernel)
         if build is None:
             f = kernel.py_func
-            twin = types.FunctionType(f.__code__, f.__globals__, f.__name__ + "_serial",
-                                      f.__defaults__, f.__closure__)
+            twin = types.FunctionType(
+                f.__code__, f.__globals__, f.__name__ + "_serial", f.__defaults__, f.__closure__
+            )
             # its own qualified name gives it its own cache index
             twin.__qualname__ = f.__qualname__ + "_serial"
             twin.__module__ = f.__module__

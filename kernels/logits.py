@@ -14,10 +14,11 @@ without ``nnan``).  A term's rounding error is ``|u| ln 2`` epsilons relative, a
 exact path, where ``u`` is its distance below the maximum; a guessed shift can add positive
 ``u`` up to ``log2 ACCEPT = 24``: at most 1e-6 extra relative error of the sum in float32
 (about one ulp of a log-sum-exp near 10), 4e-15 in float64, and only when the guess
-is poor (for trained models the label's logit usually is the maximum).  The targets' sums are taken relative to the same ``M``, so large logits never
-cancel.  The sum of exponentials (terms at most ``ACCEPT``) runs in the input precision over
-blocks of ``STREAM_BLOCK`` elements and in float64 across blocks, and so do the target sums, which
-are recomputed in float64 throughout when a float32 block sum overflows (logits near the
+is poor (for trained models the label's logit usually is the maximum).  The targets' sums
+are taken relative to the same ``M``, so large logits never cancel.  The sum of
+exponentials (terms at most ``ACCEPT``) runs in the input precision over blocks of
+``STREAM_BLOCK`` elements and in float64 across blocks, and so do the target sums, which are
+recomputed in float64 throughout when a float32 block sum overflows (logits near the
 float32 limit); the plain sum of logits (smoothing) runs in float64.
 
 Streaming: compute as heavy as ``2**u`` per element keeps too few loads in flight for the
@@ -41,10 +42,9 @@ from ._math import (
     as_type_of,
     fast_exp,
     fast_exp2,
-    fast_log,
     fast_log1p,
-    from_ordered_bits,
     fast_tanh,
+    from_ordered_bits,
     ordered_bits,
     prefetch,
 )
@@ -476,8 +476,9 @@ def _sparse_short_losses(bz, labels, r0, nr, m, s, log_s, shift_sum, out_loss, r
 
 
 @njit(**SCALAR)
-def _sparse_short_options(bz, labels, r0, nr, m, log_s, shift_sum, smoothing, w, w_total,
-                          out_loss, out_lse):
+def _sparse_short_options(
+    bz, labels, r0, nr, m, log_s, shift_sum, smoothing, w, w_total, out_loss, out_lse
+):
     """Class weights, smoothing and lse on top of :func:`_sparse_short_losses` (rows it
     marked for redo are overwritten later)."""
     c = bz.shape[0]
@@ -499,8 +500,9 @@ def _sparse_short_options(bz, labels, r0, nr, m, log_s, shift_sum, smoothing, w,
 
 
 @njit(**SCALAR)
-def _dense_short_finish(r0, nr, m, s, log_s, t_sum, tz, shift_sum, smoothing, w_total, c,
-                        out_loss, out_lse, redo):
+def _dense_short_finish(
+    r0, nr, m, s, log_s, t_sum, tz, shift_sum, smoothing, w_total, c, out_loss, out_lse, redo
+):
     """Dense losses of a turned block with options, as :func:`_sparse_short_losses`."""
     keep_lse = out_lse.shape[0] > 0
     for r in range(nr):
@@ -550,8 +552,20 @@ def sparse_logits_short_rows(z, labels, smoothing, class_weights, out_loss, out_
                 _turned_shift_sum(bz, c, nr, m, class_weights, shift_sum)
             _sparse_short_losses(bz, labels, r0, nr, m, s, log_s, shift_sum, out_loss, redo)
             if options:
-                _sparse_short_options(bz, labels, r0, nr, m, log_s, shift_sum, smoothing,
-                                      class_weights, w_total, out_loss, out_lse)
+                _sparse_short_options(
+                    bz,
+                    labels,
+                    r0,
+                    nr,
+                    m,
+                    log_s,
+                    shift_sum,
+                    smoothing,
+                    class_weights,
+                    w_total,
+                    out_loss,
+                    out_lse,
+                )
             for r in range(nr):
                 if redo[r]:  # rare: NaN, inf, a label outside the row
                     i = r0 + r
@@ -601,8 +615,22 @@ def dense_logits_short_rows(z, t, smoothing, class_weights, out_loss, out_lse):
             _turned_target_sums(bz, bt, c, nr, m, t_sum, tz)
             if smoothed:
                 _turned_shift_sum(bz, c, nr, m, class_weights, shift_sum)
-            _dense_short_finish(r0, nr, m, s, log_s, t_sum, tz, shift_sum, smoothing, w_total,
-                                c, out_loss, out_lse, redo)
+            _dense_short_finish(
+                r0,
+                nr,
+                m,
+                s,
+                log_s,
+                t_sum,
+                tz,
+                shift_sum,
+                smoothing,
+                w_total,
+                c,
+                out_loss,
+                out_lse,
+                redo,
+            )
             for r in range(nr):
                 if redo[r]:  # rare: NaN, inf, non-finite targets
                     i = r0 + r
@@ -661,8 +689,9 @@ def _dense_row_sums(row, trow, shift, exact):
         ahead = q + PREFETCH_AHEAD
         prefetch_span(row, ahead, ahead + STREAM_BLOCK)
         prefetch_span(trow, ahead, ahead + STREAM_BLOCK)
-        bs, bt, btz = _block_dense(row[q : q + STREAM_BLOCK], trow[q : q + STREAM_BLOCK],
-                                   shift, exact)
+        bs, bt, btz = _block_dense(
+            row[q : q + STREAM_BLOCK], trow[q : q + STREAM_BLOCK], shift, exact
+        )
         s += bs
         t_sum += bt
         tz += btz

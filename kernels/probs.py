@@ -72,8 +72,7 @@ def sparse_probs(p, labels, smoothing, lo, hi, renormalize, out_loss):
             logs = 0.0
             for q in range(0, c, STREAM_BLOCK):
                 prefetch_span(row, q + PREFETCH_AHEAD, q + PREFETCH_AHEAD + STREAM_BLOCK)
-                logs += _block_sum_log_clipped(row[q : q + STREAM_BLOCK], inv_total, total,
-                                               lo, hi)
+                logs += _block_sum_log_clipped(row[q : q + STREAM_BLOCK], inv_total, total, lo, hi)
             loss = (1.0 - smoothing) * loss - (smoothing / c) * logs
         out_loss[i] = loss
 
@@ -104,8 +103,16 @@ def _dense_probs_row(row, trow, smoothing, lo, hi, renormalize):
     for q in range(0, c, STREAM_BLOCK):
         prefetch_span(row, q + PREFETCH_AHEAD, q + PREFETCH_AHEAD + STREAM_BLOCK)
         prefetch_span(trow, q + PREFETCH_AHEAD, q + PREFETCH_AHEAD + STREAM_BLOCK)
-        acc += _block_dense_probs(row[q : q + STREAM_BLOCK], trow[q : q + STREAM_BLOCK],
-                                  inv_total, total, lo, hi, keep, spread)
+        acc += _block_dense_probs(
+            row[q : q + STREAM_BLOCK],
+            trow[q : q + STREAM_BLOCK],
+            inv_total,
+            total,
+            lo,
+            hi,
+            keep,
+            spread,
+        )
     return -acc
 
 

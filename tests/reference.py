@@ -45,8 +45,16 @@ def weighted_neg_sum(t, logq):
     return -np.sum(prod, axis=-1)
 
 
-def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1,
-                             epsilon=1e-7, renormalize=True, dtype=np.float64):
+def categorical_crossentropy(
+    y_true,
+    y_pred,
+    from_logits=False,
+    label_smoothing=0.0,
+    axis=-1,
+    epsilon=1e-7,
+    renormalize=True,
+    dtype=np.float64,
+):
     """Reference dense loss, per sample."""
     t = smoothed(_move(y_true, axis), label_smoothing)
     z = _move(y_pred, axis)
@@ -69,9 +77,17 @@ def one_hot(labels, c):
     return out.reshape(labels.shape + (c,))
 
 
-def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_class=None,
-                                    axis=-1, label_smoothing=0.0, epsilon=1e-7,
-                                    renormalize=True, dtype=np.float64):
+def sparse_categorical_crossentropy(
+    y_true,
+    y_pred,
+    from_logits=False,
+    ignore_class=None,
+    axis=-1,
+    label_smoothing=0.0,
+    epsilon=1e-7,
+    renormalize=True,
+    dtype=np.float64,
+):
     """Reference sparse loss, per sample: one-hot the labels, then the dense formula."""
     z = _move(y_pred, axis)
     y = np.asarray(y_true)
@@ -79,8 +95,9 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_cl
         y = y[..., 0]
     valid = np.ones(y.shape, bool) if ignore_class is None else (y != ignore_class)
     t = one_hot(np.where(valid, y, 0), z.shape[-1])
-    loss = categorical_crossentropy(t, z, from_logits, label_smoothing, -1, epsilon,
-                                    renormalize, dtype)
+    loss = categorical_crossentropy(
+        t, z, from_logits, label_smoothing, -1, epsilon, renormalize, dtype
+    )
     return np.where(valid, loss, 0.0), valid
 
 
@@ -109,8 +126,16 @@ def keras_reduce(losses, sample_weight=None, valid=None, reduction="sum_over_bat
 
 
 # ------------------------------------------------------------ PyTorch
-def torch_cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
-                        label_smoothing=0.0, z_loss=0.0, softcap=None):
+def torch_cross_entropy(
+    input,
+    target,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    z_loss=0.0,
+    softcap=None,
+):
     """``torch.nn.functional.cross_entropy`` written out: classes on dim 1 (0 unbatched),
     index or probability targets, class weights, the two "mean" denominators; plus the
     z-loss ``s lse^2`` (its mean over counted elements) and soft-capping."""
@@ -214,8 +239,16 @@ def optax_integer_labels(logits, labels, where=None, axis=-1):
 
 
 # ------------------------------------------------------------ evaluation metrics
-def evaluate(y_true, y_pred, from_logits=False, top_k=(1, 5), sample_weight=None,
-             ignore_class=None, dense=False, dtype=np.float64):
+def evaluate(
+    y_true,
+    y_pred,
+    from_logits=False,
+    top_k=(1, 5),
+    sample_weight=None,
+    ignore_class=None,
+    dense=False,
+    dtype=np.float64,
+):
     """Loss, accuracy and top-k by the textbook recipe: Keras's loss per row, the rank of
     the true class from a full stable sort of ``-p`` (NaN last), weighted means."""
     p = np.asarray(y_pred, dtype=np.float64)
@@ -235,7 +268,11 @@ def evaluate(y_true, y_pred, from_logits=False, top_k=(1, 5), sample_weight=None
         labels = safe
     order = np.argsort(-p, axis=1, kind="stable")  # NumPy sorts NaN last
     rank = np.argmax(order == labels[:, None], axis=1)
-    w = np.ones(len(labels)) if sample_weight is None else np.asarray(sample_weight, np.float64).reshape(-1)
+    w = (
+        np.ones(len(labels))
+        if sample_weight is None
+        else np.asarray(sample_weight, np.float64).reshape(-1)
+    )
     w = np.where(counted, w, 0.0)
     sw = w.sum()
     with np.errstate(invalid="ignore", divide="ignore"):

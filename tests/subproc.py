@@ -36,21 +36,30 @@ def run_isolated(args, *, env=None, timeout: float, cwd=None, replace_env=False)
             full_env.pop(key, None)
         else:
             full_env[key] = value
-    proc = subprocess.Popen([str(a) for a in args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=full_env, cwd=cwd,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [str(a) for a in args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         kill_group(proc.pid)
         out, err = proc.communicate()
-        pytest.fail(f"timed out after {timeout} s (process group killed): {args}\n"
-                    f"--- stdout\n{out}\n--- stderr\n{err}")
+        pytest.fail(
+            f"timed out after {timeout} s (process group killed): {args}\n"
+            f"--- stdout\n{out}\n--- stderr\n{err}"
+        )
     kill_group(proc.pid)  # anything the child left running (a pool's workers)
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
 def run_python(code: str, *, env=None, timeout: float = 600, cwd=None, python=None):
     """Run ``code`` (dedented) in a fresh interpreter, isolated as :func:`run_isolated`."""
-    return run_isolated([python or sys.executable, "-c", textwrap.dedent(code)], env=env,
-                        timeout=timeout, cwd=cwd)
+    return run_isolated(
+        [python or sys.executable, "-c", textwrap.dedent(code)], env=env, timeout=timeout, cwd=cwd
+    )

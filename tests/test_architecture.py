@@ -35,8 +35,11 @@ def xent_modules() -> dict[str, set[str]]:
 
 
 def test_only_the_engine_imports_the_kernels():
-    importers = {mod for mod, names in xent_modules().items()
-                 if any(n == "xent.kernels" or n.startswith("xent.kernels.") for n in names)}
+    importers = {
+        mod
+        for mod, names in xent_modules().items()
+        if any(n == "xent.kernels" or n.startswith("xent.kernels.") for n in names)
+    }
     assert importers == {"xent._engine"}
 
 
@@ -63,7 +66,7 @@ def test_no_import_cycles():
         stack.append(mod)
         for dep in sorted(graph[mod]):
             if state.get(dep) == "open":
-                cycle = stack[stack.index(dep):] + [dep]
+                cycle = stack[stack.index(dep) :] + [dep]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if dep not in state:
                 visit(dep)

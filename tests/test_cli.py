@@ -3,8 +3,9 @@
 import json
 import sys
 
-from subproc import run_isolated
 from xent import bench
+
+from subproc import run_isolated
 
 
 def test_demo_prints_both_losses_on_the_keras_example():

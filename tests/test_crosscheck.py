@@ -47,17 +47,23 @@ def test_against_keras(data):
     p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
     for ls in (0.0, 0.1):
         want = np.asarray(keras.losses.categorical_crossentropy(t, p, label_smoothing=ls))
-        np.testing.assert_allclose(xent.categorical_crossentropy(t, p, label_smoothing=ls), want,
-                                   rtol=1e-5, atol=1e-6)
-        want = np.asarray(keras.losses.categorical_crossentropy(t, z, from_logits=True,
-                                                                label_smoothing=ls))
-        np.testing.assert_allclose(xent.categorical_crossentropy(t, z, True, ls), want,
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            xent.categorical_crossentropy(t, p, label_smoothing=ls), want, rtol=1e-5, atol=1e-6
+        )
+        want = np.asarray(
+            keras.losses.categorical_crossentropy(t, z, from_logits=True, label_smoothing=ls)
+        )
+        np.testing.assert_allclose(
+            xent.categorical_crossentropy(t, z, True, ls), want, rtol=1e-5, atol=1e-6
+        )
     want = np.asarray(keras.losses.sparse_categorical_crossentropy(y, p))
-    np.testing.assert_allclose(xent.sparse_categorical_crossentropy(y, p), want, rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        xent.sparse_categorical_crossentropy(y, p), want, rtol=1e-5, atol=1e-6
+    )
     for reduction in ("sum_over_batch_size", "sum", "mean_with_sample_weight"):
         w = np.linspace(0.1, 1.0, len(y)).astype(np.float32)
-        want = keras.losses.SparseCategoricalCrossentropy(reduction=reduction)(y, p, sample_weight=w)
+        want = keras.losses.SparseCategoricalCrossentropy(reduction=reduction)(
+            y, p, sample_weight=w
+        )
         got = xent.SparseCategoricalCrossentropy(reduction=reduction)(y, p, sample_weight=w)
         np.testing.assert_allclose(float(got), float(np.asarray(want)), rtol=1e-5)

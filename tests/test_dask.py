@@ -15,8 +15,9 @@ distributed = pytest.importorskip("distributed")
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, silence_logs=40)
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+    )
     with distributed.Client(cluster) as c:
         yield c
     cluster.close()
@@ -68,20 +69,25 @@ def test_loss_functions_are_lazy_and_exact(client, data):
     per = xent.sparse_categorical_crossentropy(dy, dz, from_logits=True, label_smoothing=0.1)
     assert isinstance(per, da.Array) and per.shape == (2_003,)
     np.testing.assert_allclose(
-        per.compute(), xent.sparse_categorical_crossentropy(y, z, from_logits=True, label_smoothing=0.1),
-        rtol=1e-6)
+        per.compute(),
+        xent.sparse_categorical_crossentropy(y, z, from_logits=True, label_smoothing=0.1),
+        rtol=1e-6,
+    )
     per = xent.categorical_crossentropy(dt, dz, from_logits=True)
-    np.testing.assert_allclose(per.compute(), xent.categorical_crossentropy(t, z, from_logits=True),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        per.compute(), xent.categorical_crossentropy(t, z, from_logits=True), rtol=1e-6
+    )
     for reduction in ("sum_over_batch_size", "sum", "mean_with_sample_weight"):
-        loss = xent.SparseCategoricalCrossentropy(from_logits=True, ignore_class=3,
-                                                  reduction=reduction)
+        loss = xent.SparseCategoricalCrossentropy(
+            from_logits=True, ignore_class=3, reduction=reduction
+        )
         lazy = loss(dy, dz, sample_weight=w)
         assert isinstance(lazy, da.Array) and lazy.shape == ()
         np.testing.assert_allclose(lazy.compute(), loss(y, z, sample_weight=w), rtol=1e-6)
     lazy = xent.CategoricalCrossentropy(from_logits=True)(dt, dz)
-    np.testing.assert_allclose(lazy.compute(), xent.CategoricalCrossentropy(from_logits=True)(t, z),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        lazy.compute(), xent.CategoricalCrossentropy(from_logits=True)(t, z), rtol=1e-6
+    )
     yi = np.where(y == 3, -100, y)
     dyi = da.from_array(yi, chunks=(chunks,))
     cw = np.linspace(0.5, 2, 29)
@@ -90,10 +96,12 @@ def test_loss_functions_are_lazy_and_exact(client, data):
         np.testing.assert_allclose(
             lazy.compute(),
             xent.cross_entropy(z, yi, weight=cw, reduction=reduction, label_smoothing=0.1),
-            rtol=1e-6)
+            rtol=1e-6,
+        )
     lazy = xent.cross_entropy(dz, dyi, reduction="none")
-    np.testing.assert_allclose(lazy.compute(), xent.cross_entropy(z, yi, reduction="none"),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        lazy.compute(), xent.cross_entropy(z, yi, reduction="none"), rtol=1e-6
+    )
 
 
 def test_uneven_chunks_are_not_averaged_as_means(client):
@@ -104,5 +112,6 @@ def test_uneven_chunks_are_not_averaged_as_means(client):
     dz = da.from_array(z, chunks=((1, 999), 2))
     dy = da.from_array(y, chunks=((1, 999),))
     got = xent.SparseCategoricalCrossentropy(from_logits=True)(dy, dz).compute()
-    np.testing.assert_allclose(got, xent.SparseCategoricalCrossentropy(from_logits=True)(y, z),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        got, xent.SparseCategoricalCrossentropy(from_logits=True)(y, z), rtol=1e-12
+    )

@@ -49,53 +49,76 @@ def same(got, want):
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("weighted,smoothing,ignore,z_loss,softcap", list(itertools.product(
-    [False, True], [0.0, 0.1], [False, True], [0.0, 0.1], [None, 5.0])))
-def test_cross_entropy_index_targets(data, reduction, weighted, smoothing, ignore, z_loss,
-                                     softcap):
+@pytest.mark.parametrize(
+    "weighted,smoothing,ignore,z_loss,softcap",
+    list(itertools.product([False, True], [0.0, 0.1], [False, True], [0.0, 0.1], [None, 5.0])),
+)
+def test_cross_entropy_index_targets(data, reduction, weighted, smoothing, ignore, z_loss, softcap):
     z, y, _, _, cw = data
     y = np.where(y == 4, -100, y) if ignore else y
-    kw = dict(weight=cw if weighted else None, reduction=reduction, label_smoothing=smoothing,
-              z_loss=z_loss, softcap=softcap)
+    kw = dict(
+        weight=cw if weighted else None,
+        reduction=reduction,
+        label_smoothing=smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+    )
     same(xent.cross_entropy(lazy(z), lazy(y), **kw), xent.cross_entropy(z, y, **kw))
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("weighted,smoothing,z_loss", list(itertools.product(
-    [False, True], [0.0, 0.2], [0.0, 0.1])))
+@pytest.mark.parametrize(
+    "weighted,smoothing,z_loss", list(itertools.product([False, True], [0.0, 0.2], [0.0, 0.1]))
+)
 def test_cross_entropy_probability_targets(data, reduction, weighted, smoothing, z_loss):
     z, _, t, _, cw = data
-    kw = dict(weight=cw if weighted else None, reduction=reduction, label_smoothing=smoothing,
-              z_loss=z_loss)
+    kw = dict(
+        weight=cw if weighted else None,
+        reduction=reduction,
+        label_smoothing=smoothing,
+        z_loss=z_loss,
+    )
     same(xent.cross_entropy(lazy(z), lazy(t), **kw), xent.cross_entropy(z, t, **kw))
 
 
-@pytest.mark.parametrize("from_logits,smoothing,ignore_class,z_loss,softcap", [
-    (True, 0.0, None, 0.0, None), (True, 0.1, 4, 0.0, None), (True, 0.0, 4, 0.1, 5.0),
-    (True, 0.1, None, 0.1, None), (False, 0.0, None, 0.0, None), (False, 0.2, 4, 0.0, None),
-])
+@pytest.mark.parametrize(
+    "from_logits,smoothing,ignore_class,z_loss,softcap",
+    [
+        (True, 0.0, None, 0.0, None),
+        (True, 0.1, 4, 0.0, None),
+        (True, 0.0, 4, 0.1, 5.0),
+        (True, 0.1, None, 0.1, None),
+        (False, 0.0, None, 0.0, None),
+        (False, 0.2, 4, 0.0, None),
+    ],
+)
 def test_keras_functions(data, from_logits, smoothing, ignore_class, z_loss, softcap):
     z, y, t, _, _ = data
     pred = z if from_logits else np.abs(z) + 0.01
     big = dict(z_loss=z_loss, softcap=softcap) if from_logits else {}
     kw = dict(from_logits=from_logits, label_smoothing=smoothing, **big)
-    same(xent.sparse_categorical_crossentropy(lazy(y), lazy(pred), ignore_class=ignore_class,
-                                              **kw),
-         xent.sparse_categorical_crossentropy(y, pred, ignore_class=ignore_class, **kw))
-    same(xent.categorical_crossentropy(lazy(t), lazy(pred), **kw),
-         xent.categorical_crossentropy(t, pred, **kw))
+    same(
+        xent.sparse_categorical_crossentropy(lazy(y), lazy(pred), ignore_class=ignore_class, **kw),
+        xent.sparse_categorical_crossentropy(y, pred, ignore_class=ignore_class, **kw),
+    )
+    same(
+        xent.categorical_crossentropy(lazy(t), lazy(pred), **kw),
+        xent.categorical_crossentropy(t, pred, **kw),
+    )
 
 
-@pytest.mark.parametrize("reduction", ["sum_over_batch_size", "sum", "mean_with_sample_weight",
-                                       "none"])
+@pytest.mark.parametrize(
+    "reduction", ["sum_over_batch_size", "sum", "mean_with_sample_weight", "none"]
+)
 @pytest.mark.parametrize("weights", ["none", "flat", "trailing axis", "dask"])
 @pytest.mark.parametrize("ignore_class", [None, 4])
 def test_keras_loss_objects(data, reduction, weights, ignore_class):
     z, y, t, w, _ = data
     sw = {"none": None, "flat": w, "trailing axis": w[:, None], "dask": lazy(w)}[weights]
     sw_np = None if sw is None else np.asarray(sw)
-    sparse = xent.SparseCategoricalCrossentropy(from_logits=True, ignore_class=ignore_class,
-                                                label_smoothing=0.1, reduction=reduction)
+    sparse = xent.SparseCategoricalCrossentropy(
+        from_logits=True, ignore_class=ignore_class, label_smoothing=0.1, reduction=reduction
+    )
     same(sparse(lazy(y), lazy(z), sample_weight=sw), sparse(y, z, sample_weight=sw_np))
     dense = xent.CategoricalCrossentropy(reduction=reduction)
     p = np.abs(z) + 0.01
@@ -109,5 +132,7 @@ def test_class_axis_not_last(data):
     dt = da.from_array(tt, chunks=(C, CHUNKS))
     loss = xent.CategoricalCrossentropy(from_logits=True, axis=0)
     same(loss(dt, dz), loss(tt, zt))
-    same(xent.categorical_crossentropy(dt, dz, from_logits=True, axis=0),
-         xent.categorical_crossentropy(tt, zt, from_logits=True, axis=0))
+    same(
+        xent.categorical_crossentropy(dt, dz, from_logits=True, axis=0),
+        xent.categorical_crossentropy(tt, zt, from_logits=True, axis=0),
+    )

@@ -1,6 +1,7 @@
 """``xent.evaluate``: metrics against the sort-based reference, streaming equality on
 memory-mapped files, bounded memory, errors, and the ``xent eval`` command line."""
 
+import dataclasses
 import json
 import sys
 import textwrap
@@ -8,8 +9,9 @@ import textwrap
 import numpy as np
 import pytest
 
-import reference as ref
 import xent
+
+import reference as ref
 from subproc import run_isolated
 
 
@@ -45,11 +47,19 @@ def test_sparse_metrics_against_reference(rng, dtype, from_logits, ties, c):
     rtol = 1e-12 if dtype == np.float64 else 2e-5
     for weighted, ignore in [(False, None), (True, None), (True, 0), (False, c - 1)]:
         w = rng.random(300) if weighted else None
-        ev = xent.evaluate(y, z, from_logits=from_logits, top_k=(1, 2, 5, 1000), sample_weight=w,
-                           ignore_class=ignore, batch_size=77)
+        ev = xent.evaluate(
+            y,
+            z,
+            from_logits=from_logits,
+            top_k=(1, 2, 5, 1000),
+            sample_weight=w,
+            ignore_class=ignore,
+            batch_size=77,
+        )
         compute = np.float32 if dtype == np.float16 else dtype
-        want = ref.evaluate(y, z.astype(compute), from_logits, (1, 2, 5, 1000), w, ignore,
-                            dtype=compute)
+        want = ref.evaluate(
+            y, z.astype(compute), from_logits, (1, 2, 5, 1000), w, ignore, dtype=compute
+        )
         if want["count"] == 0:
             assert ev.count == 0 and np.isnan(ev.loss)
             continue
@@ -113,7 +123,7 @@ def test_streaming_equals_one_shot_on_a_memory_map(tmp_path, rng):
 
 def test_evaluation_object(rng):
     ev = xent.evaluate([0, 1], [[0.9, 0.1], [0.2, 0.8]], top_k=(1, 2))
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         ev.loss = 0.0  # frozen
     d = ev.to_dict()
     assert json.loads(json.dumps(d))["top_k_accuracy"] == {"1": 1.0, "2": 1.0}
@@ -178,7 +188,7 @@ def test_peak_memory_of_a_memory_mapped_file_is_bounded(tmp_path):
                 if line.startswith(key):
                     return int(line.split()[1])
         z = np.load({str(path)!r}, mmap_mode="r")
-        y = np.load({str(tmp_path / 'y.npy')!r}, mmap_mode="r")
+        y = np.load({str(tmp_path / "y.npy")!r}, mmap_mode="r")
         xent.evaluate(y[:10], z[:10], from_logits=True)  # compile first
         open("/proc/self/clear_refs", "w").write("5")
         before = status("VmRSS")
@@ -215,13 +225,34 @@ def files(tmp_path, rng):
 def test_cli_table_and_json(files):
     d, z, y = files
     want = xent.evaluate(y, z, from_logits=True, top_k=(1, 3))
-    run = _xent(d / "z.npy", d / "y.npy", "--from-logits", "--top-k", "1", "3",
-                "--batch-size", "700", "--no-progress")
+    run = _xent(
+        d / "z.npy",
+        d / "y.npy",
+        "--from-logits",
+        "--top-k",
+        "1",
+        "3",
+        "--batch-size",
+        "700",
+        "--no-progress",
+    )
     assert run.returncode == 0, run.stderr
     assert f"{want.loss:.6f}" in run.stdout and "top-3 accuracy" in run.stdout
     for target in ("both.npz", "packed.npz"):
-        run = _xent(d / target, d / target, "--pred-key", "logits", "--labels-key", "labels",
-                    "--from-logits", "--top-k", "1", "3", "--json", "--no-progress")
+        run = _xent(
+            d / target,
+            d / target,
+            "--pred-key",
+            "logits",
+            "--labels-key",
+            "labels",
+            "--from-logits",
+            "--top-k",
+            "1",
+            "3",
+            "--json",
+            "--no-progress",
+        )
         assert run.returncode == 0, run.stderr
         out = json.loads(run.stdout)
         assert out["count"] == 3000
@@ -253,6 +284,14 @@ def test_cli_errors_are_one_line(files, args, message):
 def test_cli_help_lists_every_option():
     run = run_isolated([sys.executable, "-m", "xent", "eval", "--help"], timeout=600)
     assert run.returncode == 0
-    for opt in ("--from-logits", "--top-k", "--batch-size", "--json", "--no-progress",
-                "--pred-key", "--labels-key", "--ignore-class"):
+    for opt in (
+        "--from-logits",
+        "--top-k",
+        "--batch-size",
+        "--json",
+        "--no-progress",
+        "--pred-key",
+        "--labels-key",
+        "--ignore-class",
+    ):
         assert opt in run.stdout

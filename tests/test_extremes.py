@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-import reference
 import xent
+
+import reference
 
 DTYPES = [np.float32, np.float64]
 
@@ -24,7 +25,11 @@ def test_minus_inf_logit_with_zero_weight_contributes_zero(dtype, smoothing_spar
     z = np.array([[-np.inf, 1.0, 2.0], [0.0, -np.inf, -np.inf]], dtype)
     want = [np.log1p(np.exp(-1.0)), 0.0]
     np.testing.assert_allclose(
-        xent.sparse_categorical_crossentropy([2, 0], z, from_logits=True), want, rtol=1e-6, atol=1e-7)
+        xent.sparse_categorical_crossentropy([2, 0], z, from_logits=True),
+        want,
+        rtol=1e-6,
+        atol=1e-7,
+    )
     dense = xent.categorical_crossentropy([[0, 0, 1], [1, 0, 0]], z, from_logits=True)
     np.testing.assert_allclose(dense, want, rtol=1e-6, atol=1e-7)
     # with smoothing every class has weight > 0: the loss is +inf, not NaN
@@ -44,10 +49,14 @@ def test_minus_inf_on_true_class_is_plus_inf(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_all_minus_inf_row_and_nan_rows_are_nan_for_that_row_only(dtype):
-    z = np.array([[-np.inf, -np.inf], [np.nan, 1.0], [1.0, np.nan], [np.inf, 1.0], [1.0, 2.0]], dtype)
+    z = np.array(
+        [[-np.inf, -np.inf], [np.nan, 1.0], [1.0, np.nan], [np.inf, 1.0], [1.0, 2.0]], dtype
+    )
     y = [0, 1, 0, 1, 1]
-    for got in (xent.sparse_categorical_crossentropy(y, z, from_logits=True),
-                xent.categorical_crossentropy(np.eye(2)[y], z, from_logits=True)):
+    for got in (
+        xent.sparse_categorical_crossentropy(y, z, from_logits=True),
+        xent.categorical_crossentropy(np.eye(2)[y], z, from_logits=True),
+    ):
         assert np.all(np.isnan(got[:4]))
         np.testing.assert_allclose(got[4], np.log1p(np.exp(-1.0)), rtol=1e-6)
 
@@ -57,8 +66,9 @@ def test_probabilities_zero_one_and_zero_rows(dtype):
     p = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]], dtype)
     eps = dtype(1e-7)
     got = xent.sparse_categorical_crossentropy([0, 0, 1], p)
-    np.testing.assert_allclose(got[:2], [-np.log(np.float64(eps)), -np.log(np.float64(1 - eps))],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        got[:2], [-np.log(np.float64(eps)), -np.log(np.float64(1 - eps))], rtol=1e-6
+    )
     assert np.isnan(got[2])  # 0 / 0 when renormalising, as Keras
     dense = xent.categorical_crossentropy([[1, 0], [1, 0], [0, 1]], p)
     np.testing.assert_allclose(dense[:2], got[:2], rtol=1e-6)
@@ -66,7 +76,9 @@ def test_probabilities_zero_one_and_zero_rows(dtype):
     # without renormalisation a zero row is just clipped
     np.testing.assert_allclose(
         xent.sparse_categorical_crossentropy([1], p[2:], renormalize=False),
-        [-np.log(np.float64(eps))], rtol=1e-6)
+        [-np.log(np.float64(eps))],
+        rtol=1e-6,
+    )
 
 
 @pytest.mark.parametrize("gap", [0.0, 5.0, 15.0, 40.0, 300.0, 1e6])
@@ -103,8 +115,8 @@ def test_float32_mean_over_1e8_rows_keeps_six_digits():
     assert got.dtype == np.float32
     total = 0.0
     for s in range(0, n, 10_000_000):  # float64 reference, chunked to bound memory
-        zz = z[s:s + 10_000_000].astype(np.float64)
-        yy = y[s:s + 10_000_000]
+        zz = z[s : s + 10_000_000].astype(np.float64)
+        yy = y[s : s + 10_000_000]
         lse = np.logaddexp(zz[:, 0], zz[:, 1])
         total += np.sum(lse - zz[np.arange(len(yy)), yy])
     want = total / n
@@ -124,10 +136,12 @@ def test_row_blocks_give_the_same_rows(rng, from_logits):
         blk = slice(start, start + 97)
         np.testing.assert_array_equal(
             xent.sparse_categorical_crossentropy(y[blk], z[blk], from_logits, label_smoothing=0.1),
-            whole_s[blk])
+            whole_s[blk],
+        )
         np.testing.assert_array_equal(
             xent.categorical_crossentropy(t[blk], z[blk], from_logits, label_smoothing=0.1),
-            whole_d[blk])
+            whole_d[blk],
+        )
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
@@ -161,8 +175,9 @@ def test_dense_short_row_blocks_and_their_fallback(c, smoothing):
     t[307, 0] = 0.0  # -inf first logit with a zero target contributes 0
     for dtype in (np.float32, np.float64):
         zz = z.astype(dtype)
-        loss, lse = xent.categorical_crossentropy(t, zz, from_logits=True,
-                                                  label_smoothing=smoothing, return_lse=True)
+        loss, lse = xent.categorical_crossentropy(
+            t, zz, from_logits=True, label_smoothing=smoothing, return_lse=True
+        )
         want = reference.categorical_crossentropy(t, zz.astype(np.float64), True, smoothing)
         rtol = 1e-12 if dtype == np.float64 else 2e-5
         np.testing.assert_allclose(loss, want, rtol=rtol, atol=rtol, equal_nan=True)
@@ -174,8 +189,9 @@ def test_dense_short_row_blocks_and_their_fallback(c, smoothing):
         # a non-contiguous view (strided reads into the turned block): same rows
         wide = np.zeros((n, 2 * c), dtype)
         wide[:, ::2] = zz
-        again = xent.categorical_crossentropy(t, wide[:, ::2], from_logits=True,
-                                              label_smoothing=smoothing)
+        again = xent.categorical_crossentropy(
+            t, wide[:, ::2], from_logits=True, label_smoothing=smoothing
+        )
         np.testing.assert_allclose(again, loss, rtol=rtol, atol=rtol, equal_nan=True)
 
 
@@ -208,9 +224,12 @@ def test_few_very_long_rows_are_split_over_threads():
             zd = zz.astype(dtype)
             rtol = 1e-12 if dtype == np.float64 else 2e-5
             for ls in (0.0, 0.1):
-                got = xent.sparse_categorical_crossentropy(y, zd, from_logits=True, label_smoothing=ls)
-                want, _ = reference.sparse_categorical_crossentropy(y, zd.astype(np.float64), True,
-                                                                    label_smoothing=ls)
+                got = xent.sparse_categorical_crossentropy(
+                    y, zd, from_logits=True, label_smoothing=ls
+                )
+                want, _ = reference.sparse_categorical_crossentropy(
+                    y, zd.astype(np.float64), True, label_smoothing=ls
+                )
                 np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol, equal_nan=True)
                 got = xent.categorical_crossentropy(t, zd, from_logits=True, label_smoothing=ls)
                 want = reference.categorical_crossentropy(t, zd.astype(np.float64), True, ls)

@@ -7,8 +7,9 @@ beyond the kernels' summation block (1000, 2500).
 import numpy as np
 import pytest
 
-import reference
 import xent
+
+import reference
 from conftest import tolerances
 
 CLASSES = [1, 7, 8, 15, 16, 17, 127, 128, 129, 1000, 2500]
@@ -17,8 +18,12 @@ DTYPES = [np.float32, np.float64]
 
 def GRID(test):
     """classes x dtype x logits-or-probabilities x smoothing."""
-    for name, values in [("smoothing", [0.0, 0.1]), ("from_logits", [True, False]),
-                         ("dtype", DTYPES), ("c", CLASSES)]:
+    for name, values in [
+        ("smoothing", [0.0, 0.1]),
+        ("from_logits", [True, False]),
+        ("dtype", DTYPES),
+        ("c", CLASSES),
+    ]:
         test = pytest.mark.parametrize(name, values)(test)
     return test
 
@@ -51,7 +56,8 @@ def test_sparse_grid(rng, c, dtype, from_logits, smoothing):
     y = rng.integers(0, c, 37)
     got = xent.sparse_categorical_crossentropy(y, z, from_logits, label_smoothing=smoothing)
     want, _ = reference.sparse_categorical_crossentropy(
-        y, z, from_logits, label_smoothing=smoothing, dtype=dtype)
+        y, z, from_logits, label_smoothing=smoothing, dtype=dtype
+    )
     check(got, want, dtype)
 
 
@@ -72,18 +78,34 @@ def test_sparse_renormalize_false(rng, c, dtype, from_logits):
     y = rng.integers(0, c, 41)
     for smoothing in (0.0, 0.2):
         got = xent.sparse_categorical_crossentropy(
-            y, p, label_smoothing=smoothing, renormalize=False)
+            y, p, label_smoothing=smoothing, renormalize=False
+        )
         want, _ = reference.sparse_categorical_crossentropy(
-            y, p, label_smoothing=smoothing, renormalize=False, dtype=dtype)
+            y, p, label_smoothing=smoothing, renormalize=False, dtype=dtype
+        )
         check(got, want, dtype)
         dense = xent.categorical_crossentropy(
-            np.eye(c)[y], p, label_smoothing=smoothing, renormalize=False)
+            np.eye(c)[y], p, label_smoothing=smoothing, renormalize=False
+        )
         check(dense, want, dtype)
 
 
 @pytest.mark.parametrize(
-    "label_dtype", [np.uint8, np.int8, np.int16, np.uint16, np.int32, np.uint32, np.int64,
-                    np.uint64, np.float16, np.float32, np.float64])
+    "label_dtype",
+    [
+        np.uint8,
+        np.int8,
+        np.int16,
+        np.uint16,
+        np.int32,
+        np.uint32,
+        np.int64,
+        np.uint64,
+        np.float16,
+        np.float32,
+        np.float64,
+    ],
+)
 def test_label_dtypes(rng, label_dtype):
     z = rng.standard_normal((50, 100))
     y = rng.integers(0, 100, 50)
@@ -111,9 +133,11 @@ def test_any_class_axis(rng, axis, from_logits):
     y = rng.integers(0, c, labels_shape)
     for smoothing in (0.0, 0.3):
         got = xent.sparse_categorical_crossentropy(
-            y, z, from_logits, axis=axis, label_smoothing=smoothing)
+            y, z, from_logits, axis=axis, label_smoothing=smoothing
+        )
         want, _ = reference.sparse_categorical_crossentropy(
-            y, z, from_logits, axis=axis, label_smoothing=smoothing)
+            y, z, from_logits, axis=axis, label_smoothing=smoothing
+        )
         check(got, want, np.float64)
         t = soft_targets(rng, shape, axis=axis)
         got = xent.categorical_crossentropy(t, z, from_logits, smoothing, axis=axis)
@@ -147,10 +171,10 @@ def test_layouts_give_the_same_answer(rng, dtype, from_logits):
     y = rng.integers(0, 20, 33)
     want_s, _ = reference.sparse_categorical_crossentropy(y, z, from_logits, dtype=dtype)
     want_d = reference.categorical_crossentropy(t, z, from_logits, dtype=dtype)
-    for name, zz in _layouts(z).items():
+    for zz in _layouts(z).values():
         got = xent.sparse_categorical_crossentropy(y, zz, from_logits)
         check(got, want_s, dtype)
-        for tname, tt in _layouts(t).items():
+        for tt in _layouts(t).values():
             got = xent.categorical_crossentropy(tt, zz, from_logits)
             check(got, want_d, dtype)
 
@@ -162,16 +186,21 @@ def test_ignore_class_with_smoothing_and_weights(rng, from_logits):
     y[rng.random((8, 9)) < 0.3] = 255
     w = rng.random((8, 9))
     per, valid = reference.sparse_categorical_crossentropy(
-        y, z, from_logits, ignore_class=255, label_smoothing=0.15)
+        y, z, from_logits, ignore_class=255, label_smoothing=0.15
+    )
     got = xent.sparse_categorical_crossentropy(
-        y, z, from_logits, ignore_class=255, label_smoothing=0.15)
+        y, z, from_logits, ignore_class=255, label_smoothing=0.15
+    )
     check(got, per, np.float64)
     for reduction in ["sum_over_batch_size", "sum", "mean_with_sample_weight", "none"]:
         loss = xent.SparseCategoricalCrossentropy(
-            from_logits, ignore_class=255, label_smoothing=0.15, reduction=reduction)
+            from_logits, ignore_class=255, label_smoothing=0.15, reduction=reduction
+        )
         np.testing.assert_allclose(
-            loss(y, z, sample_weight=w), reference.keras_reduce(per, w, valid, reduction),
-            rtol=1e-12)
+            loss(y, z, sample_weight=w),
+            reference.keras_reduce(per, w, valid, reduction),
+            rtol=1e-12,
+        )
 
 
 def test_float16_is_computed_in_float32(rng):
@@ -185,8 +214,11 @@ def test_float16_is_computed_in_float32(rng):
 def test_one_dimensional_prediction_and_scalar_label():
     got = xent.sparse_categorical_crossentropy(2, [1.0, 2.0, 3.0], from_logits=True)
     assert got.shape == ()
-    np.testing.assert_allclose(got, reference.sparse_categorical_crossentropy(
-        [2], [[1.0, 2.0, 3.0]], True)[0][0], rtol=1e-12)
+    np.testing.assert_allclose(
+        got,
+        reference.sparse_categorical_crossentropy([2], [[1.0, 2.0, 3.0]], True)[0][0],
+        rtol=1e-12,
+    )
 
 
 def test_trailing_unit_label_axis_is_squeezed(rng):

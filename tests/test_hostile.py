@@ -9,8 +9,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-import reference
 import xent
+
+import reference
 
 FLOAT_KINDS = ["float16", "float32", "float64", ">f4", "<f8"]
 BAD_PRED = ["int32", "uint8", "bool", "complex64", "object"]
@@ -60,16 +61,25 @@ def cases(draw):
     # valid kinds drawn more often, so most examples reach the kernels
     pred_dtype = draw(st.sampled_from(FLOAT_KINDS * 3 + BAD_PRED))
     label_dtype = draw(st.sampled_from((INT_LABELS + ["float32", "float64"]) * 3 + BAD_LABELS))
-    label_values = st.one_of(st.integers(0, c - 1),
-                             st.sampled_from([-1, c, 2**31, 2**63 - 1, 2**64 - 1]))
+    label_values = st.one_of(
+        st.integers(0, c - 1), st.sampled_from([-1, c, 2**31, 2**63 - 1, 2**64 - 1])
+    )
     labels = draw(st.lists(label_values, min_size=n, max_size=n))
     if draw(st.booleans()) and n:
         labels = [labels[0]] * n
     ignore = draw(st.sampled_from([None, -1, 0]))
     smoothing = draw(st.sampled_from([0.0, 0.25]))
-    return dict(values=values, pred_dtype=pred_dtype, label_dtype=label_dtype, labels=labels,
-                from_logits=from_logits, ignore=ignore, smoothing=smoothing, c=c,
-                layout_seed=draw(st.integers(0, 10**6)))
+    return dict(
+        values=values,
+        pred_dtype=pred_dtype,
+        label_dtype=label_dtype,
+        labels=labels,
+        from_logits=from_logits,
+        ignore=ignore,
+        smoothing=smoothing,
+        c=c,
+        layout_seed=draw(st.integers(0, 10**6)),
+    )
 
 
 def make_array(values, dtype):
@@ -105,13 +115,21 @@ def expected_error(case, pred, labels):
 MANY = settings.default.max_examples * 3
 
 
-@settings(max_examples=MANY, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+    max_examples=MANY, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+)
 @given(cases(), st.data())
 def test_sparse_entry_points(case, data):
     pred = make_array(case["values"], case["pred_dtype"])
     labels = make_array(np.array(case["labels"], dtype=object), case["label_dtype"])
-    if pred is None or labels is None or (labels.dtype.kind in "iu" and not np.array_equal(
-            labels.astype(object), np.array(case["labels"], dtype=object))):
+    if (
+        pred is None
+        or labels is None
+        or (
+            labels.dtype.kind in "iu"
+            and not np.array_equal(labels.astype(object), np.array(case["labels"], dtype=object))
+        )
+    ):
         event("labels do not fit the drawn dtype")
         return
     pred = layout(data.draw, pred)
@@ -120,10 +138,11 @@ def test_sparse_entry_points(case, data):
     err = expected_error(case, pred, labels)
     calls = [
         lambda: xent.sparse_categorical_crossentropy(
-            labels, pred, case["from_logits"], case["ignore"], label_smoothing=case["smoothing"]),
+            labels, pred, case["from_logits"], case["ignore"], label_smoothing=case["smoothing"]
+        ),
         lambda: xent.SparseCategoricalCrossentropy(
-            case["from_logits"], case["ignore"], label_smoothing=case["smoothing"],
-            reduction="sum")(labels, pred),
+            case["from_logits"], case["ignore"], label_smoothing=case["smoothing"], reduction="sum"
+        )(labels, pred),
     ]
     event(f"sparse: {'raises ' + err.__name__ if err else 'compared with the reference'}")
     for call in calls:
@@ -135,8 +154,13 @@ def test_sparse_entry_points(case, data):
         if np.ndim(got) == 1:
             comp = np.float64 if pred.dtype == np.float64 else np.float32
             want, valid = reference.sparse_categorical_crossentropy(
-                labels.astype(np.int64), pred.astype(comp), case["from_logits"], case["ignore"],
-                label_smoothing=case["smoothing"], dtype=comp)
+                labels.astype(np.int64),
+                pred.astype(comp),
+                case["from_logits"],
+                case["ignore"],
+                label_smoothing=case["smoothing"],
+                dtype=comp,
+            )
             rtol = 1e-12 if comp == np.float64 else 2e-5
             np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol, equal_nan=True)
     assert_unchanged(pred, before[0])
@@ -149,16 +173,22 @@ def test_dense_entry_points(case, data):
     pred = make_array(case["values"], case["pred_dtype"])
     if pred is None:
         return
-    target_dtype = data.draw(st.sampled_from(["float32", "float64", "uint8", "bool", "int64",
-                                              "complex64", "object"]))
+    target_dtype = data.draw(
+        st.sampled_from(["float32", "float64", "uint8", "bool", "int64", "complex64", "object"])
+    )
     rng = np.random.default_rng(case["layout_seed"])
-    t = rng.integers(0, 2, pred.shape) if target_dtype in ("uint8", "bool", "int64") else rng.random(pred.shape)
+    t = (
+        rng.integers(0, 2, pred.shape)
+        if target_dtype in ("uint8", "bool", "int64")
+        else rng.random(pred.shape)
+    )
     t = make_array(t, target_dtype)
     pred = layout(data.draw, pred)
     t = layout(data.draw, t)
     before = (pred.copy(), t.copy())
     call = lambda: xent.categorical_crossentropy(  # noqa: E731
-        t, pred, case["from_logits"], label_smoothing=case["smoothing"])
+        t, pred, case["from_logits"], label_smoothing=case["smoothing"]
+    )
     ok = pred.dtype.kind == "f" and t.dtype.kind in "biuf"
     event(f"dense: {'compared with the reference' if ok else 'raises TypeError'}")
     if not ok:
@@ -167,13 +197,18 @@ def test_dense_entry_points(case, data):
     else:
         got = call()
         comp = np.float64 if pred.dtype == np.float64 else np.float32
-        want = reference.categorical_crossentropy(t.astype(np.float64), pred.astype(comp),
-                                                  case["from_logits"], case["smoothing"],
-                                                  dtype=comp)
+        want = reference.categorical_crossentropy(
+            t.astype(np.float64),
+            pred.astype(comp),
+            case["from_logits"],
+            case["smoothing"],
+            dtype=comp,
+        )
         rtol = 1e-12 if comp == np.float64 else 2e-5
         np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol, equal_nan=True)
-        total = xent.CategoricalCrossentropy(case["from_logits"], case["smoothing"],
-                                             reduction="sum")(t, pred)
+        total = xent.CategoricalCrossentropy(
+            case["from_logits"], case["smoothing"], reduction="sum"
+        )(t, pred)
         assert np.isnan(total) == bool(np.isnan(want).any()) or np.isinf(want).any()
     assert_unchanged(pred, before[0])
     assert_unchanged(t, before[1])

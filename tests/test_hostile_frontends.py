@@ -5,17 +5,24 @@ ValueError/TypeError, and never modifies its inputs."""
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
+from test_hostile import assert_unchanged, cases, layout, make_array
+
+import xent
 
 import reference
-import xent
-from test_hostile import assert_unchanged, cases, layout, make_array
 
 
 def _prepare(case, data):
     pred = make_array(case["values"], case["pred_dtype"])
     labels = make_array(np.array(case["labels"], dtype=object), case["label_dtype"])
-    if pred is None or labels is None or (labels.dtype.kind in "iu" and not np.array_equal(
-            labels.astype(object), np.array(case["labels"], dtype=object))):
+    if (
+        pred is None
+        or labels is None
+        or (
+            labels.dtype.kind in "iu"
+            and not np.array_equal(labels.astype(object), np.array(case["labels"], dtype=object))
+        )
+    ):
         return None, None
     return layout(data.draw, pred), layout(data.draw, labels)
 
@@ -38,15 +45,21 @@ def test_torch_and_optax_entry_points(case, data):
     else:
         err = ValueError if _bad_labels(case, ignore) else None
     event(f"torch: {'raises ' + err.__name__ if err else 'compared'}")
-    call = lambda: xent.cross_entropy(pred, labels, ignore_index=ignore,  # noqa: E731
-                                      reduction="none", label_smoothing=case["smoothing"])
+    call = lambda: xent.cross_entropy(
+        pred,
+        labels,
+        ignore_index=ignore,  # noqa: E731
+        reduction="none",
+        label_smoothing=case["smoothing"],
+    )
     if err is not None:
         with pytest.raises(err):
             call()
     else:
         comp = np.float64 if pred.dtype == np.float64 else np.float32
-        want = reference.torch_cross_entropy(pred.astype(comp), labels.astype(np.int64), None,
-                                             ignore, "none", case["smoothing"])
+        want = reference.torch_cross_entropy(
+            pred.astype(comp), labels.astype(np.int64), None, ignore, "none", case["smoothing"]
+        )
         rtol = 1e-12 if comp == np.float64 else 2e-5
         np.testing.assert_allclose(call(), want, rtol=rtol, atol=rtol, equal_nan=True)
     # optax: integers only, no ignore value
@@ -79,16 +92,29 @@ def test_evaluate_entry_point(case, data):
     else:
         err = ValueError if _bad_labels(case, case["ignore"]) else None
     event(f"evaluate: {'raises ' + err.__name__ if err else 'compared'}")
-    call = lambda: xent.evaluate(labels, pred, from_logits=case["from_logits"],  # noqa: E731
-                                 top_k=(1, 2), ignore_class=case["ignore"], batch_size=2)
+    call = lambda: xent.evaluate(
+        labels,
+        pred,
+        from_logits=case["from_logits"],  # noqa: E731
+        top_k=(1, 2),
+        ignore_class=case["ignore"],
+        batch_size=2,
+    )
     if err is not None:
         with pytest.raises(err):
             call()
     else:
         ev = call()
         comp = np.float64 if pred.dtype == np.float64 else np.float32
-        want = reference.evaluate(labels.astype(np.int64), pred.astype(comp), case["from_logits"],
-                                  (1, 2), None, case["ignore"], dtype=comp)
+        want = reference.evaluate(
+            labels.astype(np.int64),
+            pred.astype(comp),
+            case["from_logits"],
+            (1, 2),
+            None,
+            case["ignore"],
+            dtype=comp,
+        )
         assert ev.count == want["count"]
         rtol = 1e-12 if comp == np.float64 else 2e-5
         np.testing.assert_allclose(ev.loss, want["loss"], rtol=rtol, atol=rtol, equal_nan=True)

@@ -11,7 +11,10 @@ P = np.array([[0.05, 0.95, 0.0], [0.1, 0.8, 0.1]])
 @pytest.mark.parametrize(
     "labels, match",
     [
-        ([1, 3], r"y_true has the out-of-range label 3 at index 1; labels must be integers in \[0, 3\)"),
+        (
+            [1, 3],
+            r"y_true has the out-of-range label 3 at index 1; labels must be integers in \[0, 3\)",
+        ),
         ([-1, 0], r"out-of-range label -1 at index 0"),
         ([1.0, 1.5], r"non-integral label 1.5 at index 1"),
         ([np.nan, 1.0], r"non-finite label nan at index 0"),
@@ -40,15 +43,29 @@ def test_ignored_label_does_not_trigger_range_error():
         xent.sparse_categorical_crossentropy([5, 99], P, ignore_class=99)
 
 
-@pytest.mark.parametrize("labels", [np.array([True, False]), np.array([1, 2], dtype=object),
-                                    np.array([1 + 0j, 2]), np.array(["a", "b"])])
+@pytest.mark.parametrize(
+    "labels",
+    [
+        np.array([True, False]),
+        np.array([1, 2], dtype=object),
+        np.array([1 + 0j, 2]),
+        np.array(["a", "b"]),
+    ],
+)
 def test_label_types_rejected(labels):
     with pytest.raises(TypeError, match="y_true must hold integer class labels"):
         xent.sparse_categorical_crossentropy(labels, P)
 
 
-@pytest.mark.parametrize("pred", [np.array([[1, 2], [3, 4]]), np.array([[True, False]]),
-                                  np.array([[1 + 1j, 1]]), np.array([[0.5, 0.5]], dtype=object)])
+@pytest.mark.parametrize(
+    "pred",
+    [
+        np.array([[1, 2], [3, 4]]),
+        np.array([[True, False]]),
+        np.array([[1 + 1j, 1]]),
+        np.array([[0.5, 0.5]], dtype=object),
+    ],
+)
 def test_prediction_types_rejected(pred):
     with pytest.raises(TypeError, match="y_pred must hold floating-point scores"):
         xent.sparse_categorical_crossentropy([0] * len(pred), pred)
@@ -59,7 +76,9 @@ def test_prediction_types_rejected(pred):
 def test_shape_mismatch_shows_both_shapes_and_axis():
     with pytest.raises(ValueError, match=r"y_true has shape \(3,\).*axis=-1.*shape \(2,\)"):
         xent.sparse_categorical_crossentropy([1, 2, 0], P)
-    with pytest.raises(ValueError, match=r"y_true has shape \(2, 4\) but y_pred has shape \(2, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"y_true has shape \(2, 4\) but y_pred has shape \(2, 3\)"
+    ):
         xent.categorical_crossentropy(np.zeros((2, 4)), P)
     with pytest.raises(ValueError, match=r"y_true has shape \(2,\).*axis=0.*shape \(3,\)"):
         xent.sparse_categorical_crossentropy([1, 0], P, axis=0)
@@ -113,7 +132,8 @@ def test_inputs_are_never_modified(rng):
     p_copy = p.copy()
     for from_logits, pred in ((True, z), (False, p)):
         xent.SparseCategoricalCrossentropy(from_logits, ignore_class=100, label_smoothing=0.1)(
-            y, pred, sample_weight=w)
+            y, pred, sample_weight=w
+        )
         xent.CategoricalCrossentropy(from_logits, label_smoothing=0.1)(t, pred, sample_weight=w)
     for a, b in zip((z, t, y, w), copies):
         np.testing.assert_array_equal(a, b)
@@ -130,8 +150,9 @@ def test_ignored_unsigned_labels_are_not_wrapped(dtype):
     y = np.array([0, 5, 0, 7], dtype=dtype)
     got = xent.sparse_categorical_crossentropy(y, z, from_logits=True, ignore_class=0)
     assert got[0] == 0.0 and got[2] == 0.0 and got[1] > 0 and got[3] > 0
-    got = xent.cross_entropy(z, y.astype(np.int64) if dtype == np.uint64 else y, ignore_index=0,
-                             reduction="none")
+    got = xent.cross_entropy(
+        z, y.astype(np.int64) if dtype == np.uint64 else y, ignore_index=0, reduction="none"
+    )
     assert got[0] == 0.0 and got[2] == 0.0
     ev = xent.evaluate(y, z, from_logits=True, ignore_class=0)
     assert ev.count == 2

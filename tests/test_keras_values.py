@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-import reference
 import xent
+
+import reference
 
 Y_PRED = [[0.05, 0.95, 0.0], [0.1, 0.8, 0.1]]
 ONE_HOT = [[0, 1, 0], [0, 0, 1]]
@@ -55,8 +56,10 @@ def test_published_reductions(dtype, reduction, sample_weight, expected):
     p = np.asarray(Y_PRED, dtype)
     sparse = xent.SparseCategoricalCrossentropy(reduction=reduction)
     dense = xent.CategoricalCrossentropy(reduction=reduction)
-    for got in (sparse(LABELS, p, sample_weight=sample_weight),
-                dense(ONE_HOT, p, sample_weight=sample_weight)):
+    for got in (
+        sparse(LABELS, p, sample_weight=sample_weight),
+        dense(ONE_HOT, p, sample_weight=sample_weight),
+    ):
         assert np.shape(got) == () and got.dtype == dtype
         np.testing.assert_allclose(float(got), expected, rtol=1e-6)
 
@@ -91,7 +94,9 @@ def test_all_ignored_batch_reduces_to_zero(reduction):
 @pytest.mark.parametrize("cls", [xent.SparseCategoricalCrossentropy, xent.CategoricalCrossentropy])
 @pytest.mark.parametrize("reduction", ["sum_over_batch_size", "sum", "mean_with_sample_weight"])
 def test_empty_batch_reduces_to_zero(cls, reduction):
-    y_true = np.zeros((0,), np.int64) if cls is xent.SparseCategoricalCrossentropy else np.zeros((0, 3))
+    y_true = (
+        np.zeros((0,), np.int64) if cls is xent.SparseCategoricalCrossentropy else np.zeros((0, 3))
+    )
     assert float(cls(reduction=reduction)(y_true, np.zeros((0, 3)))) == 0.0
     assert cls(reduction="none")(y_true, np.zeros((0, 3))).shape == (0,)
 
@@ -109,7 +114,9 @@ def test_weighted_reductions_with_ignore_and_ranked_weights(rng):
 
 
 def test_invalid_reduction_lists_allowed_ones():
-    with pytest.raises(ValueError, match="reduction='average'.*'sum_over_batch_size'.*'mean_with_sample_weight'"):
+    with pytest.raises(
+        ValueError, match="reduction='average'.*'sum_over_batch_size'.*'mean_with_sample_weight'"
+    ):
         xent.SparseCategoricalCrossentropy(reduction="average")
     with pytest.raises(ValueError, match="reduction='avg'"):
         xent.CategoricalCrossentropy(reduction="avg")

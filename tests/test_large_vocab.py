@@ -7,10 +7,11 @@ import textwrap
 import numpy as np
 import pytest
 
-import reference as ref
 import xent
-from subproc import run_isolated
+
+import reference as ref
 from conftest import tolerances
+from subproc import run_isolated
 
 
 def _lse(z):
@@ -54,12 +55,14 @@ def test_options_on_every_front_end(rng, dtype, softcap, c):
         assert loss.dtype == z_out.dtype == lse_out.dtype == dtype
     # reductions of the z-loss (torch): mean over counted elements
     yi = np.where(rng.random(n) < 0.3, -100, y)
-    got, got_z = xent.cross_entropy(z, yi, weight=np.arange(1, c + 1), z_loss=s, softcap=softcap,
-                                    return_z_loss=True)
+    got, got_z = xent.cross_entropy(
+        z, yi, weight=np.arange(1, c + 1), z_loss=s, softcap=softcap, return_z_loss=True
+    )
     want = ref.torch_cross_entropy(z, yi, np.arange(1, c + 1), z_loss=s, softcap=softcap)
     np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
-    np.testing.assert_allclose(got_z, zl[yi != -100].sum() / np.count_nonzero(yi != -100),
-                               rtol=rtol, atol=atol)
+    np.testing.assert_allclose(
+        got_z, zl[yi != -100].sum() / np.count_nonzero(yi != -100), rtol=rtol, atol=atol
+    )
 
 
 def test_softcap_bounds_infinite_logits():

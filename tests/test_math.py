@@ -36,8 +36,13 @@ def ulp_error(got, x, ref_fn, dtype):
 def test_exp_accuracy(dtype):
     rng = np.random.default_rng(0)
     big = 87.0 if dtype == np.float32 else 708.0
-    x = np.concatenate([rng.uniform(-big, big, 200_000), rng.uniform(-1, 1, 100_000),
-                        -np.abs(rng.standard_normal(100_000)) * 10]).astype(dtype)
+    x = np.concatenate(
+        [
+            rng.uniform(-big, big, 200_000),
+            rng.uniform(-1, 1, 100_000),
+            -np.abs(rng.standard_normal(100_000)) * 10,
+        ]
+    ).astype(dtype)
     fn = _vectorised(exp_f32 if dtype == np.float32 else exp_f64)
     limit = 2.0 if dtype == np.float32 else 4.0  # float64 compared against float64 libm
     assert ulp_error(fn(x), x, np.exp, dtype) <= limit
@@ -47,8 +52,13 @@ def test_exp_accuracy(dtype):
 def test_log_accuracy(dtype):
     rng = np.random.default_rng(1)
     tiny_exp = -44 if dtype == np.float32 else -320
-    x = np.concatenate([rng.uniform(0, 2, 200_000), 10.0 ** rng.uniform(tiny_exp, 37, 200_000),
-                        rng.uniform(1e-7, 1.0, 100_000)]).astype(dtype)
+    x = np.concatenate(
+        [
+            rng.uniform(0, 2, 200_000),
+            10.0 ** rng.uniform(tiny_exp, 37, 200_000),
+            rng.uniform(1e-7, 1.0, 100_000),
+        ]
+    ).astype(dtype)
     x = x[x > 0]
     fn = _vectorised(log_f32 if dtype == np.float32 else log_f64)
     limit = 2.0 if dtype == np.float32 else 4.0
@@ -97,8 +107,14 @@ def test_log1p_accuracy(dtype):
 
     rng = np.random.default_rng(2)
     tiny_exp = -40 if dtype == np.float32 else -300
-    x = np.concatenate([10.0 ** rng.uniform(tiny_exp, 0, 200_000), rng.uniform(0, 64, 100_000),
-                        -rng.uniform(0, 0.999, 100_000), 10.0 ** rng.uniform(0, 37, 10_000)])
+    x = np.concatenate(
+        [
+            10.0 ** rng.uniform(tiny_exp, 0, 200_000),
+            rng.uniform(0, 64, 100_000),
+            -rng.uniform(0, 0.999, 100_000),
+            10.0 ** rng.uniform(0, 37, 10_000),
+        ]
+    )
     x = x.astype(dtype)
     fn = _vectorised(log1p_f32 if dtype == np.float32 else log1p_f64)
     limit = 3.0 if dtype == np.float32 else 4.0

@@ -1,13 +1,12 @@
 """optax front end against the reference formulas, optax's documented values, and optax
 itself when installed."""
 
-import itertools
-
 import numpy as np
 import pytest
 
-import reference as ref
 import xent
+
+import reference as ref
 from conftest import tolerances
 
 LOGITS = np.array([[1.2, -0.8, -0.5], [0.9, -1.2, 1.1]], np.float32)
@@ -15,16 +14,23 @@ ONE_HOT = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], np.float32)
 
 
 def test_documented_values():
-    np.testing.assert_allclose(xent.softmax_cross_entropy(LOGITS, ONE_HOT),
-                               [0.2761297, 2.951799], rtol=1e-6)
-    np.testing.assert_allclose(xent.softmax_cross_entropy_with_integer_labels(LOGITS, [0, 1]),
-                               [0.2761297, 2.951799], rtol=1e-6)
+    np.testing.assert_allclose(
+        xent.softmax_cross_entropy(LOGITS, ONE_HOT), [0.2761297, 2.951799], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        xent.softmax_cross_entropy_with_integer_labels(LOGITS, [0, 1]),
+        [0.2761297, 2.951799],
+        rtol=1e-6,
+    )
     mask = np.array([[True, True, False]])
-    np.testing.assert_allclose(xent.softmax_cross_entropy(LOGITS, ONE_HOT, where=mask),
-                               [0.1269281, 2.2155194], rtol=1e-6)
+    np.testing.assert_allclose(
+        xent.softmax_cross_entropy(LOGITS, ONE_HOT, where=mask), [0.1269281, 2.2155194], rtol=1e-6
+    )
     np.testing.assert_allclose(
         xent.softmax_cross_entropy_with_integer_labels(LOGITS, [0, 1], where=mask),
-        [0.1269281, 2.2155194], rtol=1e-6)
+        [0.1269281, 2.2155194],
+        rtol=1e-6,
+    )
 
 
 def _case(rng, shape, dtype, axis):
@@ -37,7 +43,9 @@ def _case(rng, shape, dtype, axis):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape, axis", [((6, 5), -1), ((4, 5, 3), 1), ((3, 2, 17), -1), ((9, 1), -1)])
+@pytest.mark.parametrize(
+    "shape, axis", [((6, 5), -1), ((4, 5, 3), 1), ((3, 2, 17), -1), ((9, 1), -1)]
+)
 def test_grid_with_masks(rng, dtype, shape, axis):
     z, y, t, c, batch = _case(rng, shape, dtype, axis)
     rtol, atol = tolerances(dtype)
@@ -51,13 +59,15 @@ def test_grid_with_masks(rng, dtype, shape, axis):
     broadcast_mask = (np.arange(c) != c - 1).reshape(bshape) | (c == 1)
     for where in (None, row_mask, class_mask, broadcast_mask):
         got = xent.softmax_cross_entropy(z, t, axis=axis, where=where)
-        np.testing.assert_allclose(got, ref.optax_softmax_cross_entropy(z, t, where, axis),
-                                   rtol=rtol, atol=atol)
+        np.testing.assert_allclose(
+            got, ref.optax_softmax_cross_entropy(z, t, where, axis), rtol=rtol, atol=atol
+        )
         if where is broadcast_mask and c > 1:
             ok = y != c - 1
             where_i = np.broadcast_to(where, shape)
             got = xent.softmax_cross_entropy_with_integer_labels(
-                z, np.where(ok, y, 0), axis=axis, where=where_i)
+                z, np.where(ok, y, 0), axis=axis, where=where_i
+            )
             want = ref.optax_integer_labels(z, np.where(ok, y, 0), where_i, axis)
         else:
             got = xent.softmax_cross_entropy_with_integer_labels(z, y, axis=axis, where=where)
@@ -69,15 +79,18 @@ def test_broadcast_labels_are_not_copied(rng):
     z = rng.standard_normal((1000, 50))
     uniform = np.full((1, 50), 1 / 50)
     got = xent.softmax_cross_entropy(z, uniform)
-    np.testing.assert_allclose(got, ref.optax_softmax_cross_entropy(z, np.broadcast_to(uniform, z.shape)),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        got, ref.optax_softmax_cross_entropy(z, np.broadcast_to(uniform, z.shape)), rtol=1e-12
+    )
 
 
 def test_minus_inf_with_zero_label_is_not_nan():
     z = np.array([[0.0, -np.inf, 1.0]])
     got = xent.softmax_cross_entropy(z, [[1.0, 0.0, 0.0]])
     assert np.isfinite(got).all()
-    np.testing.assert_allclose(got, ref.optax_softmax_cross_entropy(z, [[1.0, 0.0, 0.0]]), rtol=1e-12)
+    np.testing.assert_allclose(
+        got, ref.optax_softmax_cross_entropy(z, [[1.0, 0.0, 0.0]]), rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize(
@@ -85,7 +98,11 @@ def test_minus_inf_with_zero_label_is_not_nan():
     [
         ([0, 3], None, r"labels has the out-of-range label 3 at index 1"),
         ([-1, 1], None, r"-1 at index 0"),
-        ([0, 2], np.array([[True, True, False]]), r"labels has 2 at index \(1,\), a class that where excludes"),
+        (
+            [0, 2],
+            np.array([[True, True, False]]),
+            r"labels has 2 at index \(1,\), a class that where excludes",
+        ),
         ([0, 1], np.array([[[True]]]), "where must have 1 dimensions"),
         ([0, 1], np.array([True, False, True]), "does not broadcast to the batch shape"),
     ],
@@ -117,7 +134,10 @@ def test_against_optax(rng):
             want = np.asarray(optax.softmax_cross_entropy(jnp.asarray(z), jnp.asarray(t), axis, jw))
             got = xent.softmax_cross_entropy(z, t, axis, where)
             np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
-            want = np.asarray(optax.softmax_cross_entropy_with_integer_labels(
-                jnp.asarray(z), jnp.asarray(y), axis, jw))
+            want = np.asarray(
+                optax.softmax_cross_entropy_with_integer_labels(
+                    jnp.asarray(z), jnp.asarray(y), axis, jw
+                )
+            )
             got = xent.softmax_cross_entropy_with_integer_labels(z, y, axis, where)
             np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)

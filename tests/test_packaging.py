@@ -9,6 +9,7 @@ so there xent runs on OpenMP and a forked child on serial builds of the kernels.
 
 import os
 import platform
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -25,8 +26,11 @@ RUN_TIMEOUT = 120
 
 pytestmark = [
     pytest.mark.skipif(not (ROOT / "pyproject.toml").exists(), reason="needs the source tree"),
-    pytest.mark.skipif(not LINUX_X86_64, reason="the install layouts checked here (the tbb "
-                       "wheel's lib/ beside site-packages) are those of x86-64 Linux"),
+    pytest.mark.skipif(
+        not LINUX_X86_64,
+        reason="the install layouts checked here (the tbb "
+        "wheel's lib/ beside site-packages) are those of x86-64 Linux",
+    ),
 ]
 
 #: Run by the installed package: where it was imported from, the layer, and a fork pool.
@@ -55,9 +59,34 @@ CHECK = textwrap.dedent("""
 """)
 
 
+def _source_copy(tmp_path) -> Path:
+    """The project's files, copied: a build writes ``build/`` and ``*.egg-info`` into the tree
+    it builds, which must not be the developer's checkout."""
+    dest = tmp_path / "source"
+    shutil.copytree(
+        ROOT,
+        dest,
+        ignore=shutil.ignore_patterns(
+            ".git",
+            ".venv",
+            "build",
+            "dist",
+            "__pycache__",
+            "*.egg-info",
+            ".*_cache",
+            ".hypothesis",
+            ".benchmarks",
+        ),
+    )
+    return dest
+
+
 def _clean_env(**extra):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTHON", "PIP_", "VIRTUAL_ENV", "NUMBA_", "LD_LIBRARY_PATH"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTHON", "PIP_", "VIRTUAL_ENV", "NUMBA_", "LD_LIBRARY_PATH"))
+    }
     env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     env.update(extra)
@@ -65,15 +94,20 @@ def _clean_env(**extra):
 
 
 def _pip(python, *args, env):
-    run = run_isolated([python, "-m", "pip", "install", "-q", *args], env=env,
-                       timeout=INSTALL_TIMEOUT, replace_env=True)
+    run = run_isolated(
+        [python, "-m", "pip", "install", "-q", *args],
+        env=env,
+        timeout=INSTALL_TIMEOUT,
+        replace_env=True,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     return run
 
 
 def _venv(path):
-    run = run_isolated([BASE_PYTHON, "-m", "venv", path], env=_clean_env(), timeout=300,
-                       replace_env=True)
+    run = run_isolated(
+        [BASE_PYTHON, "-m", "venv", path], env=_clean_env(), timeout=300, replace_env=True
+    )
     assert run.returncode == 0, run.stderr
     return path / "bin" / "python"
 
@@ -81,12 +115,14 @@ def _venv(path):
 def _check(python, tmp_path, env, *, expect_layer, installed_under):
     script = tmp_path / "check.py"
     script.write_text(CHECK)
-    run = run_isolated([python, script], env=env, timeout=RUN_TIMEOUT, cwd=tmp_path,
-                       replace_env=True)
+    run = run_isolated(
+        [python, script], env=env, timeout=RUN_TIMEOUT, cwd=tmp_path, replace_env=True
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     kernels_file, layer, status, result = run.stdout.splitlines()
-    assert Path(kernels_file).resolve().is_relative_to(Path(installed_under).resolve()), \
+    assert Path(kernels_file).resolve().is_relative_to(Path(installed_under).resolve()), (
         kernels_file
+    )
     assert layer == expect_layer, status
     doc, same, child_threads = result.split()
     assert abs(float(doc) - 1.1769392) < 1e-6  # the Keras documentation example
@@ -97,14 +133,19 @@ def _check(python, tmp_path, env, *, expect_layer, installed_under):
 
 
 def _base_has_pip():
-    run = run_isolated([BASE_PYTHON, "-m", "pip", "--version"], env=_clean_env(), timeout=60,
-                       replace_env=True)
+    run = run_isolated(
+        [BASE_PYTHON, "-m", "pip", "--version"], env=_clean_env(), timeout=60, replace_env=True
+    )
     return run.returncode == 0
 
 
 def _base_has_user_site():
-    run = run_isolated([BASE_PYTHON, "-c", "import site; print(site.ENABLE_USER_SITE)"],
-                       env=_clean_env(), timeout=60, replace_env=True)
+    run = run_isolated(
+        [BASE_PYTHON, "-c", "import site; print(site.ENABLE_USER_SITE)"],
+        env=_clean_env(),
+        timeout=60,
+        replace_env=True,
+    )
     return run.stdout.strip() == "True"
 
 
@@ -119,7 +160,7 @@ def test_venv_editable(tmp_path):
 def test_venv_non_editable(tmp_path):
     python = _venv(tmp_path / "venv")
     env = _clean_env()
-    _pip(python, ROOT, env=env)
+    _pip(python, _source_copy(tmp_path), env=env)
     _check(python, tmp_path, env, expect_layer="tbb", installed_under=tmp_path / "venv")
     assert (tmp_path / "venv" / "lib" / "libtbb.so.12").exists()
 
@@ -128,9 +169,10 @@ def test_user_install(tmp_path):
     if not (_base_has_pip() and _base_has_user_site()):
         pytest.skip("the base interpreter has no pip or its user site is disabled")
     env = _clean_env(PYTHONUSERBASE=str(tmp_path / "userbase"))
-    _pip(BASE_PYTHON, "--user", ROOT, env=env)
-    status = _check(BASE_PYTHON, tmp_path, env, expect_layer="tbb",
-                    installed_under=tmp_path / "userbase")
+    _pip(BASE_PYTHON, "--user", _source_copy(tmp_path), env=env)
+    status = _check(
+        BASE_PYTHON, tmp_path, env, expect_layer="tbb", installed_under=tmp_path / "userbase"
+    )
     assert status == f"loaded {(tmp_path / 'userbase' / 'lib' / 'libtbb.so.12').resolve()}"
 
 
@@ -142,9 +184,10 @@ def test_system_wide_layout(tmp_path):
     if not _base_has_pip():
         pytest.skip("the base interpreter has no pip")
     prefix = tmp_path / "prefix"
-    _pip(BASE_PYTHON, "--prefix", prefix, ROOT, env=_clean_env())
-    purelib = prefix / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / \
-        "site-packages"
+    _pip(BASE_PYTHON, "--prefix", prefix, _source_copy(tmp_path), env=_clean_env())
+    purelib = (
+        prefix / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+    )
     env = _clean_env(PYTHONPATH=str(purelib))
     status = _check(BASE_PYTHON, tmp_path, env, expect_layer="tbb", installed_under=prefix)
     assert status == f"loaded {(prefix / 'lib' / 'libtbb.so.12').resolve()}"
@@ -154,7 +197,7 @@ def test_target_install_without_tbb_library_never_hangs(tmp_path):
     if not _base_has_pip():
         pytest.skip("the base interpreter has no pip")
     target = tmp_path / "target"
-    _pip(BASE_PYTHON, "--target", target, ROOT, env=_clean_env())
+    _pip(BASE_PYTHON, "--target", target, _source_copy(tmp_path), env=_clean_env())
     assert (target / "xent" / "kernels" / "logits.py").exists()
     env = _clean_env(PYTHONPATH=str(target))
     status = _check(BASE_PYTHON, tmp_path, env, expect_layer="omp", installed_under=target)

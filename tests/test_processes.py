@@ -75,7 +75,9 @@ WORK = """
                 assert np.array_equal(a, b), (label, key, a, b)
 """
 
-POOL_SCRIPT = WORK + """
+POOL_SCRIPT = (
+    WORK
+    + """
     import multiprocessing as mp, sys
 
     if __name__ == "__main__":
@@ -87,8 +89,11 @@ POOL_SCRIPT = WORK + """
             compare(a, b, method)
         print("ok", method, xent.threading_layer(), "child threads", child[0]["threads"])
 """
+)
 
-EXECUTOR_SCRIPT = WORK + """
+EXECUTOR_SCRIPT = (
+    WORK
+    + """
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -100,22 +105,28 @@ EXECUTOR_SCRIPT = WORK + """
             compare(a, b, "executor")
         print("ok", xent.threading_layer(), "child threads", there[0]["threads"])
 """
+)
 
 
 def _run_script(tmp_path, text, *args, env, timeout):
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(text))
-    return run_isolated([sys.executable, script, *args], env=env, timeout=timeout,
-                        cwd=tmp_path)
+    return run_isolated([sys.executable, script, *args], env=env, timeout=timeout, cwd=tmp_path)
 
 
-@pytest.mark.skipif(not EXPECT_TBB, reason="the tbb wheel exists for x86-64 Linux only here; "
-                    "elsewhere Numba's own search decides")
+@pytest.mark.skipif(
+    not EXPECT_TBB,
+    reason="the tbb wheel exists for x86-64 Linux only here; elsewhere Numba's own search decides",
+)
 def test_fresh_install_selects_tbb_without_library_path():
-    run = run_python("""
+    run = run_python(
+        """
         import xent, xent._threading as th
         print(xent.threading_layer()); print(th.tbb_status)
-    """, env={"LD_LIBRARY_PATH": None, "NUMBA_THREADING_LAYER": None}, timeout=120)
+    """,
+        env={"LD_LIBRARY_PATH": None, "NUMBA_THREADING_LAYER": None},
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     layer, status = run.stdout.splitlines()
     assert layer == "tbb", status
@@ -153,7 +164,8 @@ def test_process_pool_executor_with_fork(tmp_path, layer):
 def test_child_forked_before_any_kernel_keeps_its_threads():
     """Serial builds only where needed: a parent that never launched a kernel forks children
     that start their own OpenMP threads."""
-    run = run_python("""
+    run = run_python(
+        """
         import multiprocessing as mp
         import numpy as np
         import xent
@@ -165,7 +177,10 @@ def test_child_forked_before_any_kernel_keeps_its_threads():
         if __name__ == "__main__":
             with mp.get_context("fork").Pool(1) as pool:
                 print(pool.map(work, [0])[0], xent.max_threads())
-    """, env={"NUMBA_THREADING_LAYER": "omp"}, timeout=120)
+    """,
+        env={"NUMBA_THREADING_LAYER": "omp"},
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     got, top = map(int, run.stdout.split())
     assert got == top

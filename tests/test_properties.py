@@ -7,8 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import reference
 import xent
+
+import reference
 from conftest import tolerances
 
 
@@ -39,8 +40,9 @@ def test_sparse_equals_dense_on_one_hot(problem):
     dense = xent.categorical_crossentropy(onehot, z, from_logits, label_smoothing=smoothing)
     rtol, atol = tolerances(z.dtype)
     np.testing.assert_allclose(sparse, dense, rtol=rtol, atol=atol)
-    want, _ = reference.sparse_categorical_crossentropy(y, z, from_logits, label_smoothing=smoothing,
-                                                        dtype=z.dtype)
+    want, _ = reference.sparse_categorical_crossentropy(
+        y, z, from_logits, label_smoothing=smoothing, dtype=z.dtype
+    )
     np.testing.assert_allclose(sparse, want, rtol=rtol, atol=atol)
 
 
@@ -49,9 +51,13 @@ def test_row_order_invariance(problem, random):
     z, y, from_logits, smoothing = problem
     perm = np.array(random.sample(range(len(y)), len(y)), dtype=np.int64)
     a = xent.sparse_categorical_crossentropy(y, z, from_logits, label_smoothing=smoothing)
-    b = xent.sparse_categorical_crossentropy(y[perm], z[perm], from_logits, label_smoothing=smoothing)
+    b = xent.sparse_categorical_crossentropy(
+        y[perm], z[perm], from_logits, label_smoothing=smoothing
+    )
     np.testing.assert_array_equal(a[perm], b)  # per row: bit-identical
-    loss = xent.SparseCategoricalCrossentropy(from_logits, label_smoothing=smoothing, reduction="sum")
+    loss = xent.SparseCategoricalCrossentropy(
+        from_logits, label_smoothing=smoothing, reduction="sum"
+    )
     rtol, _ = tolerances(z.dtype)
     np.testing.assert_allclose(loss(y, z), loss(y[perm], z[perm]), rtol=rtol)
 
@@ -73,13 +79,15 @@ def test_thread_count_invariance(restore_threads, dtype):
     results = []
     for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
         numba.set_num_threads(threads)
-        results.append([
-            xent.SparseCategoricalCrossentropy(True, label_smoothing=0.1)(y, z),
-            xent.CategoricalCrossentropy(True)(t, z),
-            xent.SparseCategoricalCrossentropy()(y, p),
-            xent.CategoricalCrossentropy(label_smoothing=0.2)(t, p),
-            xent.sparse_categorical_crossentropy(y, z, True),
-        ])
+        results.append(
+            [
+                xent.SparseCategoricalCrossentropy(True, label_smoothing=0.1)(y, z),
+                xent.CategoricalCrossentropy(True)(t, z),
+                xent.SparseCategoricalCrossentropy()(y, p),
+                xent.CategoricalCrossentropy(label_smoothing=0.2)(t, p),
+                xent.sparse_categorical_crossentropy(y, z, True),
+            ]
+        )
     for other in results[1:]:
         for a, b in zip(results[0], other):
             np.testing.assert_array_equal(a, b)  # bit-identical

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import xent
+
 from subproc import kill_group, run_python
 
 TIMEOUT = 600
@@ -59,13 +60,16 @@ def test_eight_threads_calling_every_loss_concurrently():
 
 
 def test_workqueue_is_refused_not_aborting():
-    run = run_python("""
+    run = run_python(
+        """
         import xent
         try:
             xent.sparse_categorical_crossentropy([1], [[0.2, 0.8]])
         except RuntimeError as exc:
             print("refused:", exc)
-    """, env={"NUMBA_THREADING_LAYER": "workqueue"})
+    """,
+        env={"NUMBA_THREADING_LAYER": "workqueue"},
+    )
     assert run.returncode == 0, run.stderr
     assert "refused:" in run.stdout and "workqueue" in run.stdout
 
@@ -83,9 +87,17 @@ def test_compiled_kernel_cache_shared_by_concurrent_processes(tmp_path):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
     outputs = []
     for _round in ("compile", "load"):
-        procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env=env,
-                                  start_new_session=True) for _ in range(4)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", code],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                start_new_session=True,
+            )
+            for _ in range(4)
+        ]
         try:
             for p in procs:
                 out, err = p.communicate(timeout=TIMEOUT)
@@ -127,7 +139,9 @@ def test_set_num_threads_validates(restore_threads):
 
 
 def test_numba_num_threads_is_respected():
-    run = run_python("import xent; print(xent.max_threads(), xent.get_num_threads())",
-                     env={"NUMBA_NUM_THREADS": "1"})
+    run = run_python(
+        "import xent; print(xent.max_threads(), xent.get_num_threads())",
+        env={"NUMBA_NUM_THREADS": "1"},
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["1", "1"]

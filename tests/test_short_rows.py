@@ -6,9 +6,10 @@ import numba
 import numpy as np
 import pytest
 
+from xent import kernels
+
 import reference
 from conftest import tolerances
-from xent import kernels
 
 N = 3 * 64 + 5  # three full blocks and a partial one
 NO_MASK = np.empty((0, 0), np.bool_)
@@ -58,16 +59,23 @@ def _same(a, b, dtype):
 # Each (dtype, layout, target dtype) is a separate compilation of four parallel kernels, so
 # the grid spans them sparingly: Fortran order only in float32 (its strides are the
 # strided case's), uint8 targets only C-contiguous.
-LAYOUTS = [(np.float32, "C"), (np.float32, "F"), (np.float32, "strided"), (np.float64, "C"),
-           (np.float64, "strided")]
+LAYOUTS = [
+    (np.float32, "C"),
+    (np.float32, "F"),
+    (np.float32, "strided"),
+    (np.float64, "C"),
+    (np.float64, "strided"),
+]
 
 
 @pytest.mark.parametrize("dtype, layout", LAYOUTS)
 @pytest.mark.parametrize("c", [1, 2, 7, 24])
-@pytest.mark.parametrize("smoothing, weighted", [(0.0, False), (0.15, False), (0.0, True),
-                                                 (0.15, True)])
-def test_sparse_short_rows_match_per_row_kernel_and_reference(dtype, c, layout, smoothing,
-                                                              weighted):
+@pytest.mark.parametrize(
+    "smoothing, weighted", [(0.0, False), (0.15, False), (0.0, True), (0.15, True)]
+)
+def test_sparse_short_rows_match_per_row_kernel_and_reference(
+    dtype, c, layout, smoothing, weighted
+):
     rng = np.random.default_rng(c * 7 + int(weighted))
     z, labels, special = _logits(rng, c, dtype)
     z = _layout(z, layout)
@@ -81,9 +89,14 @@ def test_sparse_short_rows_match_per_row_kernel_and_reference(dtype, c, layout, 
     _same(got, want, dtype)
     _same(got_lse, want_lse, dtype)
     plain = np.array([i not in special for i in range(N)])
-    ref = reference.torch_cross_entropy(z[plain].astype(np.float64), labels[plain],
-                                        weight=w if weighted else None, ignore_index=-1,
-                                        reduction="none", label_smoothing=smoothing)
+    ref = reference.torch_cross_entropy(
+        z[plain].astype(np.float64),
+        labels[plain],
+        weight=w if weighted else None,
+        ignore_index=-1,
+        reduction="none",
+        label_smoothing=smoothing,
+    )
     _same(got[plain], ref, dtype)
     # without the lse output the kernel takes its plain path: same losses
     alone = np.empty(N, dtype)
@@ -91,12 +104,15 @@ def test_sparse_short_rows_match_per_row_kernel_and_reference(dtype, c, layout, 
     np.testing.assert_array_equal(alone, got)
 
 
-@pytest.mark.parametrize("dtype, layout, target_dtype",
-                         [(d, lay, "same") for d, lay in LAYOUTS] + [(np.float32, "C", "uint8")])
+@pytest.mark.parametrize(
+    "dtype, layout, target_dtype",
+    [(d, lay, "same") for d, lay in LAYOUTS] + [(np.float32, "C", "uint8")],
+)
 @pytest.mark.parametrize("c", [1, 2, 7, 24])
 @pytest.mark.parametrize("smoothing, weighted", [(0.0, False), (0.15, True)])
-def test_dense_short_rows_match_per_row_kernel_and_reference(dtype, c, layout, target_dtype,
-                                                             smoothing, weighted):
+def test_dense_short_rows_match_per_row_kernel_and_reference(
+    dtype, c, layout, target_dtype, smoothing, weighted
+):
     rng = np.random.default_rng(c * 11 + int(weighted))
     z, labels, special = _logits(rng, c, dtype)
     labels = np.where(labels < 0, 0, labels)
@@ -117,10 +133,13 @@ def test_dense_short_rows_match_per_row_kernel_and_reference(dtype, c, layout, t
     _same(got, want, dtype)
     _same(got_lse, want_lse, dtype)
     plain = np.array([i not in special for i in range(N)])
-    ref = reference.torch_cross_entropy(z[plain].astype(np.float64),
-                                        t[plain].astype(np.float64),
-                                        weight=w if weighted else None, reduction="none",
-                                        label_smoothing=smoothing)
+    ref = reference.torch_cross_entropy(
+        z[plain].astype(np.float64),
+        t[plain].astype(np.float64),
+        weight=w if weighted else None,
+        reduction="none",
+        label_smoothing=smoothing,
+    )
     _same(got[plain], ref, dtype)
 
 
@@ -130,13 +149,15 @@ def test_short_rows_are_exact_for_confident_rows():
     # rounding of u = (z - m) log2(e), |u| ln 2 epsilons relative (~1e-6 at |u| = 43)
     z = np.array([[0.0, -21.0, -25.0], [3.0, 3.0 - 30.0, 3.0 - 35.0]], np.float32)
     got = np.empty(2, np.float32)
-    kernels.sparse_logits_short_rows(z, np.array([0, 0]), 0.0, np.empty(0), got,
-                                     np.empty(0, np.float32))
+    kernels.sparse_logits_short_rows(
+        z, np.array([0, 0]), 0.0, np.empty(0), got, np.empty(0, np.float32)
+    )
     want = np.log1p(np.exp(z[:, 1:].astype(np.float64) - z[:, :1]).sum(1))
     np.testing.assert_allclose(got, want, rtol=3e-6)
     dense = np.empty(2, np.float32)
-    kernels.dense_logits_short_rows(z, np.eye(3, dtype=np.float32)[[0, 0]], 0.0, np.empty(0),
-                                    dense, np.empty(0, np.float32))
+    kernels.dense_logits_short_rows(
+        z, np.eye(3, dtype=np.float32)[[0, 0]], 0.0, np.empty(0), dense, np.empty(0, np.float32)
+    )
     np.testing.assert_allclose(dense, want, rtol=3e-6)
 
 
@@ -151,8 +172,9 @@ def test_short_rows_do_not_depend_on_thread_count():
         for threads in sorted({1, before}):
             numba.set_num_threads(threads)
             a, b = np.empty(20_000, np.float32), np.empty(20_000, np.float32)
-            kernels.sparse_logits_short_rows(z, labels, 0.1, np.empty(0), a,
-                                             np.empty(0, np.float32))
+            kernels.sparse_logits_short_rows(
+                z, labels, 0.1, np.empty(0), a, np.empty(0, np.float32)
+            )
             kernels.dense_logits_short_rows(z, t, 0.1, np.empty(0), b, np.empty(0, np.float32))
             results.append((a, b))
     finally:

@@ -7,8 +7,9 @@ import warnings
 import numpy as np
 import pytest
 
-import reference as ref
 import xent
+
+import reference as ref
 
 
 def test_keras_documentation_value():
@@ -120,4 +121,5 @@ def test_against_scikit_learn(rng):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert xent.log_loss(["x", "y", "y"], [0.1, 0.6, 0.9]) == pytest.approx(
-            metrics.log_loss(["x", "y", "y"], [0.1, 0.6, 0.9]), rel=1e-12)
+            metrics.log_loss(["x", "y", "y"], [0.1, 0.6, 0.9]), rel=1e-12
+        )

@@ -6,8 +6,9 @@ import itertools
 import numpy as np
 import pytest
 
-import reference as ref
 import xent
+
+import reference as ref
 from conftest import tolerances
 
 LOGITS = [[1, 2, 3], [0, 0, 0], [2, -1, 0.5], [0.3, 0.2, 0.1]]
@@ -19,15 +20,24 @@ def test_known_values(dtype):
     z = np.array(LOGITS, dtype)
     t = np.array(TARGET)
     rtol = 1e-6
-    np.testing.assert_allclose(xent.cross_entropy(z, t, reduction="none"),
-                               [0.4076059, 1.0986123, 3.2413113, 0], rtol=rtol, atol=1e-7)
+    np.testing.assert_allclose(
+        xent.cross_entropy(z, t, reduction="none"),
+        [0.4076059, 1.0986123, 3.2413113, 0],
+        rtol=rtol,
+        atol=1e-7,
+    )
     np.testing.assert_allclose(xent.cross_entropy(z, t), 1.5825100, rtol=rtol)
     np.testing.assert_allclose(xent.cross_entropy(z, t, weight=[1, 2, 3]), 1.4673420, rtol=rtol)
-    np.testing.assert_allclose(xent.cross_entropy(z, t, label_smoothing=0.1, reduction="none"),
-                               [0.5076059, 1.0986123, 3.0913112, 0], rtol=rtol, atol=1e-7)
+    np.testing.assert_allclose(
+        xent.cross_entropy(z, t, label_smoothing=0.1, reduction="none"),
+        [0.5076059, 1.0986123, 3.0913112, 0],
+        rtol=rtol,
+        atol=1e-7,
+    )
     np.testing.assert_allclose(xent.cross_entropy(z, t, label_smoothing=0.1), 1.5658432, rtol=rtol)
     np.testing.assert_allclose(
-        xent.cross_entropy(z, t, weight=[1, 2, 3], label_smoothing=0.1), 1.4594144, rtol=rtol)
+        xent.cross_entropy(z, t, weight=[1, 2, 3], label_smoothing=0.1), 1.4594144, rtol=rtol
+    )
     assert xent.cross_entropy(z, t).dtype == dtype
 
 
@@ -50,13 +60,16 @@ def test_index_targets_grid(rng, shape, dtype):
     z, y, _, c = _inputs(rng, shape, dtype)
     rtol, atol = tolerances(dtype)
     weights = [None, rng.random(c) * 2]
-    for weight, ignore, ls, red in itertools.product(weights, [-100, 0], [0.0, 0.1, 1.0],
-                                                     ["none", "mean", "sum"]):
-        got = xent.cross_entropy(z, y, weight=weight, ignore_index=ignore, reduction=red,
-                                 label_smoothing=ls)
+    for weight, ignore, ls, red in itertools.product(
+        weights, [-100, 0], [0.0, 0.1, 1.0], ["none", "mean", "sum"]
+    ):
+        got = xent.cross_entropy(
+            z, y, weight=weight, ignore_index=ignore, reduction=red, label_smoothing=ls
+        )
         want = ref.torch_cross_entropy(z, y, weight, ignore, red, ls)
-        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol,
-                                   err_msg=f"{weight is not None} {ignore} {ls} {red}")
+        np.testing.assert_allclose(
+            got, want, rtol=rtol, atol=atol, err_msg=f"{weight is not None} {ignore} {ls} {red}"
+        )
         assert np.shape(got) == np.shape(want)
 
 
@@ -65,8 +78,9 @@ def test_index_targets_grid(rng, shape, dtype):
 def test_probability_targets_grid(rng, shape, dtype):
     z, _, p, c = _inputs(rng, shape, dtype)
     rtol, atol = tolerances(dtype)
-    for weight, ls, red in itertools.product([None, rng.random(c) * 2], [0.0, 0.2],
-                                             ["none", "mean", "sum"]):
+    for weight, ls, red in itertools.product(
+        [None, rng.random(c) * 2], [0.0, 0.2], ["none", "mean", "sum"]
+    ):
         got = xent.cross_entropy(z, p, weight=weight, reduction=red, label_smoothing=ls)
         want = ref.torch_cross_entropy(z, p, weight, -100, red, ls)
         np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
@@ -93,28 +107,46 @@ def test_nll_loss_grid(rng, dtype):
     rtol, atol = tolerances(dtype)
     for shape in SHAPES:
         z, y, _, c = _inputs(rng, shape, dtype)
-        logp = (z - np.log(np.exp(z.astype(np.float64)).sum(0 if z.ndim == 1 else 1,
-                                                            keepdims=True))).astype(dtype)
+        logp = (
+            z - np.log(np.exp(z.astype(np.float64)).sum(0 if z.ndim == 1 else 1, keepdims=True))
+        ).astype(dtype)
         for weight, red in itertools.product([None, rng.random(c)], ["none", "mean", "sum"]):
             got = xent.nll_loss(logp, y, weight=weight, reduction=red)
-            np.testing.assert_allclose(got, ref.torch_nll_loss(logp, y, weight, -100, red),
-                                       rtol=rtol, atol=atol)
+            np.testing.assert_allclose(
+                got, ref.torch_nll_loss(logp, y, weight, -100, red), rtol=rtol, atol=atol
+            )
             # from logits, the same number
-            np.testing.assert_allclose(got, xent.cross_entropy(z, y, weight=weight, reduction=red),
-                                       rtol=10 * rtol, atol=10 * atol)
+            np.testing.assert_allclose(
+                got,
+                xent.cross_entropy(z, y, weight=weight, reduction=red),
+                rtol=10 * rtol,
+                atol=10 * atol,
+            )
 
 
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda z: xent.cross_entropy(z, [2, 0, 3, 1]), r"target has the out-of-range label 3 at index 2"),
+        (
+            lambda z: xent.cross_entropy(z, [2, 0, 3, 1]),
+            r"target has the out-of-range label 3 at index 2",
+        ),
         (lambda z: xent.cross_entropy(z, [2, 0, -1, 1]), r"-1 at index 2.*ignore_index=-100"),
         (lambda z: xent.cross_entropy(z, [2, 0, 1, 1], label_smoothing=-0.1), "label_smoothing"),
         (lambda z: xent.cross_entropy(z, [2, 0, 1, 1], label_smoothing=1.5), "label_smoothing"),
-        (lambda z: xent.cross_entropy(z, [2, 0, 1, 1], weight=[1, 2]), r"weight must have shape \(3,\)"),
-        (lambda z: xent.cross_entropy(z, [2, 0, 1, 1], weight=[1, np.nan, 2]), "weight has the non-finite"),
+        (
+            lambda z: xent.cross_entropy(z, [2, 0, 1, 1], weight=[1, 2]),
+            r"weight must have shape \(3,\)",
+        ),
+        (
+            lambda z: xent.cross_entropy(z, [2, 0, 1, 1], weight=[1, np.nan, 2]),
+            "weight has the non-finite",
+        ),
         (lambda z: xent.cross_entropy(z, [2, 0, 1, 1], reduction="avg"), "reduction='avg'"),
-        (lambda z: xent.cross_entropy(z, [2.0, 0, 1, 1]), "floating point, so it holds class probabilities"),
+        (
+            lambda z: xent.cross_entropy(z, [2.0, 0, 1, 1]),
+            "floating point, so it holds class probabilities",
+        ),
         (lambda z: xent.cross_entropy(z, [2, 0, 1]), r"target has shape \(3,\)"),
         (lambda z: xent.cross_entropy(z, [2, 0, 1, 1], z_loss=-1), "z_loss"),
         (lambda z: xent.cross_entropy(z, [2, 0, 1, 1], softcap=0), "softcap"),
@@ -154,12 +186,22 @@ def test_against_torch(rng):
         w = rng.random(c).astype(np.float32)
         for weight, ls, red in itertools.product([None, w], [0.0, 0.1], ["none", "mean", "sum"]):
             tw = None if weight is None else torch.from_numpy(weight)
-            want = F.cross_entropy(torch.from_numpy(z), torch.from_numpy(y), weight=tw,
-                                   reduction=red, label_smoothing=ls).numpy()
+            want = F.cross_entropy(
+                torch.from_numpy(z),
+                torch.from_numpy(y),
+                weight=tw,
+                reduction=red,
+                label_smoothing=ls,
+            ).numpy()
             got = xent.cross_entropy(z, y, weight=weight, reduction=red, label_smoothing=ls)
             np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
-            want = F.cross_entropy(torch.from_numpy(z), torch.from_numpy(p), weight=tw,
-                                   reduction=red, label_smoothing=ls).numpy()
+            want = F.cross_entropy(
+                torch.from_numpy(z),
+                torch.from_numpy(p),
+                weight=tw,
+                reduction=red,
+                label_smoothing=ls,
+            ).numpy()
             got = xent.cross_entropy(z, p, weight=weight, reduction=red, label_smoothing=ls)
             np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
             logp = torch.log_softmax(torch.from_numpy(z), 1)

@@ -9,6 +9,7 @@ with the semantics of Keras 3 (functions and loss objects), PyTorch (``cross_ent
 semantics, the command line (``xent``) and the benchmarks.
 """
 
+from xent._engine import threading_layer
 from xent._evaluate import Evaluation, evaluate
 from xent._keras_api import (
     CategoricalCrossentropy,
@@ -21,9 +22,8 @@ from xent._optax_api import (
     softmax_cross_entropy_with_integer_labels,
 )
 from xent._sklearn_api import log_loss
-from xent._torch_api import cross_entropy, nll_loss
-from xent._engine import threading_layer
 from xent._threading import get_num_threads, max_threads, set_num_threads
+from xent._torch_api import cross_entropy, nll_loss
 
 __version__ = "0.1.0"
 

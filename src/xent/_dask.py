@@ -73,7 +73,9 @@ def _labels_aligned(y_true, axis, kind, batch_shape, row_chunks, c):
     if y.shape == tuple(batch_shape) + (1,):
         y = y[..., 0]
     if y.shape != tuple(batch_shape):
-        raise ValueError(f"y_true has shape {y.shape}; sparse labels need shape {tuple(batch_shape)}")
+        raise ValueError(
+            f"y_true has shape {y.shape}; sparse labels need shape {tuple(batch_shape)}"
+        )
     return _aligned(y, row_chunks)
 
 
@@ -86,8 +88,14 @@ def per_sample(block_fn, y_true, y_pred, *, axis, kind, dtype):
     c = pred.shape[1]
     labels = _labels_aligned(y_true, axis, kind, batch_shape, pred.chunks[0], c)
     out = da.blockwise(
-        block_fn, "i", labels, "ij" if kind == "dense" else "i", pred, "ij",
-        dtype=dtype, concatenate=True,
+        block_fn,
+        "i",
+        labels,
+        "ij" if kind == "dense" else "i",
+        pred,
+        "ij",
+        dtype=dtype,
+        concatenate=True,
     )
     return out.reshape(batch_shape) if len(batch_shape) != 1 else out
 
@@ -108,16 +116,20 @@ def partial_sums(block_fn, y_true, y_pred, *, axis, kind, n_parts, sample_weight
         args += [_aligned(sample_weight, row_chunks), "i"]
     parts = da.blockwise(
         lambda *blocks: np.asarray(block_fn(*blocks), np.float64).reshape(1, n_parts),
-        "ik", *args, new_axes={"k": n_parts}, adjust_chunks={"i": 1},
-        dtype=np.float64, concatenate=True,
+        "ik",
+        *args,
+        new_axes={"k": n_parts},
+        adjust_chunks={"i": 1},
+        dtype=np.float64,
+        concatenate=True,
     )
     return parts.sum(axis=0)
 
 
-def reduced(block_fn, y_true, y_pred, *, axis, kind, n_parts, combine, dtype,
-            sample_weight=None):
+def reduced(block_fn, y_true, y_pred, *, axis, kind, n_parts, combine, dtype, sample_weight=None):
     """A lazy 0-d result: :func:`partial_sums`, then ``combine(sums)`` (NumPy in, a scalar of
     ``dtype`` out: the same function the in-memory path calls) on the summed partials."""
-    sums = partial_sums(block_fn, y_true, y_pred, axis=axis, kind=kind, n_parts=n_parts,
-                        sample_weight=sample_weight)
+    sums = partial_sums(
+        block_fn, y_true, y_pred, axis=axis, kind=kind, n_parts=n_parts, sample_weight=sample_weight
+    )
     return sums.map_blocks(lambda s: np.asarray(combine(s), dtype), drop_axis=0, dtype=dtype)

@@ -72,8 +72,20 @@ _NO_WEIGHTS = np.empty(0, np.float64)
 _NO_MASK = np.empty((0, 0), np.bool_)
 
 
-def _rows(kind, rows, second, *, from_logits, smoothing=0.0, epsilon=EPSILON, renormalize=True,
-          want_lse=False, class_weights=None, softcap=0.0, class_mask=None):
+def _rows(
+    kind,
+    rows,
+    second,
+    *,
+    from_logits,
+    smoothing=0.0,
+    epsilon=EPSILON,
+    renormalize=True,
+    want_lse=False,
+    class_weights=None,
+    softcap=0.0,
+    class_mask=None,
+):
     ready()
     want_lse = want_lse and from_logits
     loss, lse = _outputs(rows, want_lse)
@@ -84,26 +96,33 @@ def _rows(kind, rows, second, *, from_logits, smoothing=0.0, epsilon=EPSILON, re
         short = rows.shape[1] * rows.itemsize <= kernels.SHORT_ROW_BYTES
         # fewer rows than threads: split each long row over the threads instead
         # (the split kernels launch parallel loops from inside; a serial process skips them)
-        few_long = (rows.shape[0] < numba.get_num_threads() and rows.shape[1] >= LONG_ROW
-                    and not serial_only())
+        few_long = (
+            rows.shape[0] < numba.get_num_threads()
+            and rows.shape[1] >= LONG_ROW
+            and not serial_only()
+        )
         if kind == "sparse" and plain and few_long:
             kernels.sparse_logits_long_rows(rows, second, float(smoothing), weights, loss, lse)
         elif kind == "dense" and plain and few_long and class_weights is None:
             kernels.dense_logits_long_rows(rows, second, float(smoothing), loss, lse)
         elif kind == "dense" and plain and short:
             # many short rows: turned row blocks
-            _kernel(kernels.dense_logits_short_rows)(rows, second, float(smoothing), weights,
-                                                     loss, lse)
+            _kernel(kernels.dense_logits_short_rows)(
+                rows, second, float(smoothing), weights, loss, lse
+            )
         elif kind == "dense":
-            _kernel(kernels.dense_logits)(rows, second, float(smoothing), weights,
-                                          float(softcap), mask, loss, lse)
+            _kernel(kernels.dense_logits)(
+                rows, second, float(smoothing), weights, float(softcap), mask, loss, lse
+            )
         elif plain and short:
             # many short rows: turned row blocks
-            _kernel(kernels.sparse_logits_short_rows)(rows, second, float(smoothing), weights,
-                                                      loss, lse)
+            _kernel(kernels.sparse_logits_short_rows)(
+                rows, second, float(smoothing), weights, loss, lse
+            )
         else:
-            _kernel(kernels.sparse_logits)(rows, second, float(smoothing), weights,
-                                           float(softcap), mask, loss, lse)
+            _kernel(kernels.sparse_logits)(
+                rows, second, float(smoothing), weights, float(softcap), mask, loss, lse
+            )
     else:
         if class_weights is not None or softcap or class_mask is not None:
             raise AssertionError("class weights, soft-capping and masks need logits")

@@ -24,15 +24,20 @@ def _npz_member(path: str, key: str | None, what: str):
         names = [n[:-4] if n.endswith(".npy") else n for n in zf.namelist()]
         if key is None:
             if len(names) != 1:
-                raise CliError(f"{path} holds {len(names)} arrays ({', '.join(names)}); "
-                               f"choose one with --{what}-key")
+                raise CliError(
+                    f"{path} holds {len(names)} arrays ({', '.join(names)}); "
+                    f"choose one with --{what}-key"
+                )
             key = names[0]
         if key not in names:
             raise CliError(f"{path} has no array {key!r}; it holds: {', '.join(names)}")
         info = zf.getinfo(key + ".npy" if key + ".npy" in zf.namelist() else key)
         if info.compress_type != zipfile.ZIP_STORED:
-            print(f"xent eval: note: {path}[{key}] is compressed; it is read into memory "
-                  f"(save with np.savez, not savez_compressed, to stream it)", file=sys.stderr)
+            print(
+                f"xent eval: note: {path}[{key}] is compressed; it is read into memory "
+                f"(save with np.savez, not savez_compressed, to stream it)",
+                file=sys.stderr,
+            )
             return np.load(path)[key]
     with open(path, "rb") as f:
         f.seek(info.header_offset)
@@ -50,8 +55,9 @@ def _npz_member(path: str, key: str | None, what: str):
         offset = f.tell()
     if dtype.hasobject:
         raise CliError(f"{path}[{key}] holds Python objects, not numbers")
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
-                     order="F" if fortran else "C")
+    return np.memmap(
+        path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C"
+    )
 
 
 def load_array(path: str, key: str | None, what: str):
@@ -80,24 +86,57 @@ def add_parser(sub):
         "Exits with status 2 and a one-line message on a missing file, a shape mismatch, a wrong "
         "dtype or out-of-range labels.",
     )
-    p.add_argument("predictions", metavar="PREDICTIONS",
-                   help=".npy or .npz file of shape (..., C): probabilities, or logits with "
-                   "--from-logits (float16/32/64)")
-    p.add_argument("labels", metavar="LABELS",
-                   help=".npy or .npz file: class indices of shape (...) or one-hot/soft rows "
-                   "of shape (..., C)")
-    p.add_argument("--from-logits", action="store_true",
-                   help="PREDICTIONS hold logits (default: probabilities)")
-    p.add_argument("--top-k", type=int, nargs="+", default=[1, 5], metavar="K",
-                   help="k values of the top-k accuracies (default: 1 5)")
-    p.add_argument("--batch-size", type=int, default=None, metavar="N",
-                   help="rows per block (default: about 64 MiB of predictions per block)")
-    p.add_argument("--ignore-class", type=int, default=None, metavar="LABEL",
-                   help="label value whose rows are not counted")
-    p.add_argument("--pred-key", default=None, metavar="NAME",
-                   help="array name inside a PREDICTIONS .npz (needed when it holds several)")
-    p.add_argument("--labels-key", default=None, metavar="NAME",
-                   help="array name inside a LABELS .npz (needed when it holds several)")
+    p.add_argument(
+        "predictions",
+        metavar="PREDICTIONS",
+        help=".npy or .npz file of shape (..., C): probabilities, or logits with "
+        "--from-logits (float16/32/64)",
+    )
+    p.add_argument(
+        "labels",
+        metavar="LABELS",
+        help=".npy or .npz file: class indices of shape (...) or one-hot/soft rows "
+        "of shape (..., C)",
+    )
+    p.add_argument(
+        "--from-logits",
+        action="store_true",
+        help="PREDICTIONS hold logits (default: probabilities)",
+    )
+    p.add_argument(
+        "--top-k",
+        type=int,
+        nargs="+",
+        default=[1, 5],
+        metavar="K",
+        help="k values of the top-k accuracies (default: 1 5)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="rows per block (default: about 64 MiB of predictions per block)",
+    )
+    p.add_argument(
+        "--ignore-class",
+        type=int,
+        default=None,
+        metavar="LABEL",
+        help="label value whose rows are not counted",
+    )
+    p.add_argument(
+        "--pred-key",
+        default=None,
+        metavar="NAME",
+        help="array name inside a PREDICTIONS .npz (needed when it holds several)",
+    )
+    p.add_argument(
+        "--labels-key",
+        default=None,
+        metavar="NAME",
+        help="array name inside a LABELS .npz (needed when it holds several)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
@@ -111,23 +150,35 @@ def run(args) -> int:
         pred = load_array(args.predictions, args.pred_key, "pred")
         labels = load_array(args.labels, args.labels_key, "labels")
         ev = xent.evaluate(
-            labels, pred, from_logits=args.from_logits, top_k=tuple(args.top_k),
-            ignore_class=args.ignore_class, batch_size=args.batch_size,
+            labels,
+            pred,
+            from_logits=args.from_logits,
+            top_k=tuple(args.top_k),
+            ignore_class=args.ignore_class,
+            batch_size=args.batch_size,
             progress=not args.no_progress,
         )
     except (CliError, ValueError, TypeError) as exc:
         msg = " ".join(str(exc).split())
         msg = msg.replace("y_true", f"LABELS ({args.labels})").replace(
-            "y_pred", f"PREDICTIONS ({args.predictions})")
+            "y_pred", f"PREDICTIONS ({args.predictions})"
+        )
         print(f"xent eval: error: {msg}", file=sys.stderr)
         return 2
     if args.json:
-        out = {"predictions": args.predictions, "labels": args.labels,
-               "shape": list(pred.shape), "dtype": str(pred.dtype), **ev.to_dict()}
+        out = {
+            "predictions": args.predictions,
+            "labels": args.labels,
+            "shape": list(pred.shape),
+            "dtype": str(pred.dtype),
+            **ev.to_dict(),
+        }
         print(json.dumps(out, indent=2))
     else:
-        print(f"{args.predictions}: {pred.shape} {pred.dtype}"
-              f" ({'logits' if args.from_logits else 'probabilities'}), labels {args.labels}: "
-              f"{labels.shape} {labels.dtype}")
+        print(
+            f"{args.predictions}: {pred.shape} {pred.dtype}"
+            f" ({'logits' if args.from_logits else 'probabilities'}), labels {args.labels}: "
+            f"{labels.shape} {labels.dtype}"
+        )
         print(ev)
     return 0

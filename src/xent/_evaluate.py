@@ -99,13 +99,20 @@ class _Totals:
             self.hits[k] += other.hits[k]
 
     def as_vector(self):
-        return np.array([self.sum_loss, self.sum_weight, self.count, self.hits1]
-                        + [self.hits[k] for k in self.ks])
+        return np.array(
+            [self.sum_loss, self.sum_weight, self.count, self.hits1]
+            + [self.hits[k] for k in self.ks]
+        )
 
     @classmethod
     def from_vector(cls, ks, v):
         t = cls(ks)
-        t.sum_loss, t.sum_weight, t.count, t.hits1 = float(v[0]), float(v[1]), int(v[2]), float(v[3])
+        t.sum_loss, t.sum_weight, t.count, t.hits1 = (
+            float(v[0]),
+            float(v[1]),
+            int(v[2]),
+            float(v[3]),
+        )
         for j, k in enumerate(ks):
             t.hits[k] = float(v[4 + j])
         return t
@@ -115,8 +122,9 @@ class _Totals:
             sw = np.float64(self.sum_weight)
             loss = float(np.float64(self.sum_loss) / sw) if sw else float("nan")
             acc = float(np.float64(self.hits1) / sw) if sw else float("nan")
-            topk = {k: (float(np.float64(self.hits[k]) / sw) if sw else float("nan"))
-                    for k in self.ks}
+            topk = {
+                k: (float(np.float64(self.hits[k]) / sw) if sw else float("nan")) for k in self.ks
+            }
         return Evaluation(
             loss=loss,
             accuracy=acc,
@@ -135,7 +143,9 @@ def check_top_k(top_k) -> tuple:
     try:
         ks = tuple(top_k)
     except TypeError:
-        raise TypeError(f"top_k must be an integer or a sequence of integers, got {top_k!r}") from None
+        raise TypeError(
+            f"top_k must be an integer or a sequence of integers, got {top_k!r}"
+        ) from None
     for k in ks:
         if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
             raise TypeError(f"top_k must hold integers, got {k!r}")
@@ -170,7 +180,9 @@ def label_kind(y_true_shape, pred_shape, label_format):
         return "sparse"
     if label_format == "dense":
         if not dense_ok:
-            raise ValueError(f"dense labels need the predictions' shape {pred_shape}, got {y_true_shape}")
+            raise ValueError(
+                f"dense labels need the predictions' shape {pred_shape}, got {y_true_shape}"
+            )
         return "dense"
     if sparse_ok and dense_ok:
         raise ValueError(
@@ -209,7 +221,9 @@ class _PageRelease:
 
     def __init__(self, arr):
         self.mm = _mmap_of(arr)
-        self.ok = self.mm is not None and hasattr(self.mm, "madvise") and hasattr(mmap, "MADV_DONTNEED")
+        self.ok = (
+            self.mm is not None and hasattr(self.mm, "madvise") and hasattr(mmap, "MADV_DONTNEED")
+        )
         if self.ok:
             self.base = np.frombuffer(self.mm, np.uint8).__array_interface__["data"][0]
             self.size = len(self.mm)
@@ -243,8 +257,9 @@ class _Progress:
         except ImportError:
             tqdm = None
         if tqdm is not None:
-            self.bar = tqdm(total=total_rows, unit="rows", unit_scale=True, desc="xent eval",
-                            file=sys.stderr)
+            self.bar = tqdm(
+                total=total_rows, unit="rows", unit_scale=True, desc="xent eval", file=sys.stderr
+            )
         self.total = total_rows
 
     def update(self, rows):
@@ -258,8 +273,12 @@ class _Progress:
             self.bar.set_postfix_str(f"{gbps:.1f} GB/s", refresh=False)
         else:
             pct = 100.0 * self.done / max(self.total, 1)
-            print(f"\rxent eval: {self.done:,}/{self.total:,} rows ({pct:5.1f}%), "
-                  f"{self.done / elapsed:,.0f} rows/s, {gbps:.1f} GB/s", end="", file=sys.stderr)
+            print(
+                f"\rxent eval: {self.done:,}/{self.total:,} rows ({pct:5.1f}%), "
+                f"{self.done / elapsed:,.0f} rows/s, {gbps:.1f} GB/s",
+                end="",
+                file=sys.stderr,
+            )
 
     def close(self):
         if not self.enabled:
@@ -280,8 +299,7 @@ def _weights_flat(sample_weight, batch_shape, n):
     return as_sample_weight(w, batch_shape)
 
 
-def evaluate_block(pred, labels, kind, *, from_logits, ignore_class, weights, totals,
-                   row_offset=0):
+def evaluate_block(pred, labels, kind, *, from_logits, ignore_class, weights, totals, row_offset=0):
     """Run the fused kernel on one block of rows and add its sums into ``totals``."""
     pred = as_predictions(pred)  # float16 and byte-swapped blocks converted here
     n, c = pred.shape
@@ -290,8 +308,7 @@ def evaluate_block(pred, labels, kind, *, from_logits, ignore_class, weights, to
             ids, _ = as_labels(labels, (n,), c, axis=-1, ignore_class=ignore_class)
         except ValueError as exc:
             raise _shift_position(exc, row_offset) from None
-        loss, rank = evaluation_rows("sparse", pred, ids, from_logits=from_logits,
-                                     epsilon=EPSILON)
+        loss, rank = evaluation_rows("sparse", pred, ids, from_logits=from_logits, epsilon=EPSILON)
     else:
         t = as_targets(labels, pred.shape)
         loss, rank = evaluation_rows("dense", pred, t, from_logits=from_logits, epsilon=EPSILON)
@@ -310,8 +327,18 @@ def _shift_position(exc, offset):
     return ValueError(msg)
 
 
-def evaluate(y_true, y_pred, *, from_logits=False, top_k=(1, 5), sample_weight=None,
-             ignore_class=None, batch_size=None, progress=False, label_format="auto"):
+def evaluate(
+    y_true,
+    y_pred,
+    *,
+    from_logits=False,
+    top_k=(1, 5),
+    sample_weight=None,
+    ignore_class=None,
+    batch_size=None,
+    progress=False,
+    label_format="auto",
+):
     r"""Cross-entropy, accuracy, top-k accuracy and perplexity in one pass over ``y_pred``.
 
     Per row (class axis last), with :math:`r` the rank of the true class :math:`y` in a
@@ -387,9 +414,15 @@ def evaluate(y_true, y_pred, *, from_logits=False, top_k=(1, 5), sample_weight=N
     0.960801
     """
     if _dask.is_dask(y_pred) or _dask.is_dask(y_true) or _dask.is_dask(sample_weight):
-        return _evaluate_dask(y_true, y_pred, from_logits=from_logits, top_k=top_k,
-                              sample_weight=sample_weight, ignore_class=ignore_class,
-                              label_format=label_format)
+        return _evaluate_dask(
+            y_true,
+            y_pred,
+            from_logits=from_logits,
+            top_k=top_k,
+            sample_weight=sample_weight,
+            ignore_class=ignore_class,
+            label_format=label_format,
+        )
     ks = check_top_k(top_k)
     ignore_class = check_ignore_class(ignore_class)
     rows, batch_shape = prediction_rows(y_pred)
@@ -410,20 +443,31 @@ def evaluate(y_true, y_pred, *, from_logits=False, top_k=(1, 5), sample_weight=N
     if batch_size is None:
         per_row = c * rows.dtype.itemsize * (2 if kind == "dense" else 1)
         batch_size = max(1, DEFAULT_BLOCK_BYTES // per_row)
-    elif isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+    elif (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, numbers.Integral)
+        or batch_size < 1
+    ):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     totals = _Totals(ks)
     releases = [_PageRelease(rows), _PageRelease(labels)]
-    bar = _Progress(n, c * rows.dtype.itemsize + labels.itemsize * (c if kind == "dense" else 1),
-                    bool(progress))
+    bar = _Progress(
+        n, c * rows.dtype.itemsize + labels.itemsize * (c if kind == "dense" else 1), bool(progress)
+    )
     try:
         for r0 in range(0, n, int(batch_size)):
             r1 = min(n, r0 + int(batch_size))
             block, lblock = rows[r0:r1], labels[r0:r1]
-            evaluate_block(block, lblock, kind, from_logits=from_logits,
-                           ignore_class=ignore_class,
-                           weights=None if weights is None else weights[r0:r1],
-                           totals=totals, row_offset=r0)
+            evaluate_block(
+                block,
+                lblock,
+                kind,
+                from_logits=from_logits,
+                ignore_class=ignore_class,
+                weights=None if weights is None else weights[r0:r1],
+                totals=totals,
+                row_offset=r0,
+            )
             releases[0].release(block)
             releases[1].release(lblock)
             bar.update(r1 - r0)
@@ -432,8 +476,9 @@ def evaluate(y_true, y_pred, *, from_logits=False, top_k=(1, 5), sample_weight=N
     return totals.result()
 
 
-def _evaluate_dask(y_true, y_pred, *, from_logits, top_k, sample_weight, ignore_class,
-                   label_format):
+def _evaluate_dask(
+    y_true, y_pred, *, from_logits, top_k, sample_weight, ignore_class, label_format
+):
     """:func:`evaluate` over dask inputs: each row block runs :func:`evaluate_block` on a
     worker, the blocks' partial sums (:class:`_Totals` as a vector) are added, and the
     metrics are formed once at the end, exactly as the streaming loop does in memory."""
@@ -448,10 +493,12 @@ def _evaluate_dask(y_true, y_pred, *, from_logits, top_k, sample_weight, ignore_
 
     def block(y, p, w=None):
         totals = _Totals(ks)
-        evaluate_block(p, y, kind, from_logits=from_logits, ignore_class=ignore_class,
-                       weights=w, totals=totals)
+        evaluate_block(
+            p, y, kind, from_logits=from_logits, ignore_class=ignore_class, weights=w, totals=totals
+        )
         return totals.as_vector()
 
-    sums = _dask.partial_sums(block, y_true, y_pred, axis=-1, kind=kind, n_parts=4 + len(ks),
-                              sample_weight=sample_weight)
+    sums = _dask.partial_sums(
+        block, y_true, y_pred, axis=-1, kind=kind, n_parts=4 + len(ks), sample_weight=sample_weight
+    )
     return _Totals.from_vector(ks, np.asarray(sums.compute())).result()

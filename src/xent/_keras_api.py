@@ -17,8 +17,8 @@ from xent._inputs import (
     as_targets,
     check_axis,
     check_epsilon,
-    check_ignore_class,
     check_fraction,
+    check_ignore_class,
     normalize_axis,
     to_rows,
 )
@@ -29,7 +29,6 @@ from xent._reduce import (
     keras_reduce,
 )
 from xent._vocab import LargeVocab, check_large_vocab, finish
-
 
 
 def _prepare(y_pred, axis, label_smoothing, epsilon):
@@ -50,10 +49,17 @@ def _dask_function(func, y_true, y_pred, opts, *, dense, axis, **kw):
     per-sample shape)."""
     if opts.extra_outputs:
         raise ValueError("return_lse / return_z_loss are not available for dask inputs")
-    dtype = np.float64 if np.dtype(getattr(y_pred, "dtype", np.float64)) == np.float64 \
-        else np.float32
-    return _dask.per_sample(lambda y, p: func(y, p, axis=-1, **kw), y_true, y_pred,
-                            axis=axis, kind="dense" if dense else "sparse", dtype=dtype)
+    dtype = (
+        np.float64 if np.dtype(getattr(y_pred, "dtype", np.float64)) == np.float64 else np.float32
+    )
+    return _dask.per_sample(
+        lambda y, p: func(y, p, axis=-1, **kw),
+        y_true,
+        y_pred,
+        axis=axis,
+        kind="dense" if dense else "sparse",
+        dtype=dtype,
+    )
 
 
 def _dask_sample_weight(sample_weight, batch_shape):
@@ -73,8 +79,17 @@ def _with_vocab(loss, lse, valid, opts, batch_shape):
     return finish(loss, lse, None if valid is None else valid.reshape(-1), opts, batch_shape)
 
 
-def _sparse(y_true, y_pred, from_logits, ignore_class, axis, label_smoothing, epsilon, renormalize,
-            opts=_PLAIN):
+def _sparse(
+    y_true,
+    y_pred,
+    from_logits,
+    ignore_class,
+    axis,
+    label_smoothing,
+    epsilon,
+    renormalize,
+    opts=_PLAIN,
+):
     """Per-sample sparse losses and the mask of counted entries (``None``: all count);
     with large-vocabulary options, the packaged outputs instead of the losses."""
     _, rows, batch_shape, _, smoothing, eps = _prepare(y_pred, axis, label_smoothing, epsilon)
@@ -192,16 +207,34 @@ def sparse_categorical_crossentropy(
     >>> xent.sparse_categorical_crossentropy([1, 2], y_pred, label_smoothing=0.1)
     array([0.68500134, 2.23327037])
     """
-    opts = check_large_vocab(z_loss, softcap, return_lse, return_z_loss,
-                             from_logits=bool(from_logits))
+    opts = check_large_vocab(
+        z_loss, softcap, return_lse, return_z_loss, from_logits=bool(from_logits)
+    )
     if _dask.is_dask(y_pred) or _dask.is_dask(y_true):
         return _dask_function(
-            sparse_categorical_crossentropy, y_true, y_pred, opts, dense=False, axis=axis,
-            from_logits=from_logits, ignore_class=ignore_class, label_smoothing=label_smoothing,
-            epsilon=epsilon, renormalize=renormalize, z_loss=z_loss, softcap=softcap,
+            sparse_categorical_crossentropy,
+            y_true,
+            y_pred,
+            opts,
+            dense=False,
+            axis=axis,
+            from_logits=from_logits,
+            ignore_class=ignore_class,
+            label_smoothing=label_smoothing,
+            epsilon=epsilon,
+            renormalize=renormalize,
+            z_loss=z_loss,
+            softcap=softcap,
         )
     out, _ = _sparse(
-        y_true, y_pred, from_logits, ignore_class, axis, label_smoothing, epsilon, renormalize,
+        y_true,
+        y_pred,
+        from_logits,
+        ignore_class,
+        axis,
+        label_smoothing,
+        epsilon,
+        renormalize,
         opts if opts != _PLAIN else _PLAIN,
     )
     return out
@@ -273,16 +306,34 @@ def categorical_crossentropy(
     >>> xent.categorical_crossentropy(y_true, [[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]], from_logits=True)
     array([1.40760596, 1.09861229])
     """
-    opts = check_large_vocab(z_loss, softcap, return_lse, return_z_loss,
-                             from_logits=bool(from_logits))
+    opts = check_large_vocab(
+        z_loss, softcap, return_lse, return_z_loss, from_logits=bool(from_logits)
+    )
     if _dask.is_dask(y_pred) or _dask.is_dask(y_true):
         return _dask_function(
-            categorical_crossentropy, y_true, y_pred, opts, dense=True, axis=axis,
-            from_logits=from_logits, label_smoothing=label_smoothing, epsilon=epsilon,
-            renormalize=renormalize, z_loss=z_loss, softcap=softcap,
+            categorical_crossentropy,
+            y_true,
+            y_pred,
+            opts,
+            dense=True,
+            axis=axis,
+            from_logits=from_logits,
+            label_smoothing=label_smoothing,
+            epsilon=epsilon,
+            renormalize=renormalize,
+            z_loss=z_loss,
+            softcap=softcap,
         )
-    return _dense(y_true, y_pred, from_logits, label_smoothing, axis, epsilon, renormalize,
-                  opts if opts != _PLAIN else _PLAIN)
+    return _dense(
+        y_true,
+        y_pred,
+        from_logits,
+        label_smoothing,
+        axis,
+        epsilon,
+        renormalize,
+        opts if opts != _PLAIN else _PLAIN,
+    )
 
 
 class _KerasLoss:
@@ -315,15 +366,24 @@ class _KerasLoss:
         :class:`KerasReduction` partials as in memory, added over row blocks."""
         shape = tuple(y_pred.shape)
         ax = normalize_axis(self.axis, len(shape))
-        batch_shape = shape[:ax] + shape[ax + 1:]
-        dtype = np.float64 if np.dtype(getattr(y_pred, "dtype", np.float64)) == np.float64 \
+        batch_shape = shape[:ax] + shape[ax + 1 :]
+        dtype = (
+            np.float64
+            if np.dtype(getattr(y_pred, "dtype", np.float64)) == np.float64
             else np.float32
+        )
         kind = "dense" if isinstance(self, CategoricalCrossentropy) else "sparse"
         w = _dask_sample_weight(sample_weight, batch_shape)
         if self.reduction is None or self.reduction == "none":
             # blocks arrive with the class axis last
-            out = _dask.per_sample(lambda y, p: self._per_sample(y, p, -1)[0], y_true, y_pred,
-                                   axis=self.axis, kind=kind, dtype=dtype)
+            out = _dask.per_sample(
+                lambda y, p: self._per_sample(y, p, -1)[0],
+                y_true,
+                y_pred,
+                axis=self.axis,
+                kind=kind,
+                dtype=dtype,
+            )
             return out if w is None else (out * w).astype(dtype)
         rule = KerasReduction(self.reduction, weighted=w is not None)
 
@@ -331,9 +391,17 @@ class _KerasLoss:
             losses, valid = self._per_sample(y, p, -1)
             return rule.partials(losses, wb, valid)
 
-        return _dask.reduced(block, y_true, y_pred, axis=self.axis, kind=kind,
-                             n_parts=rule.n_parts, combine=lambda s: rule.combine(s, dtype),
-                             dtype=dtype, sample_weight=w)
+        return _dask.reduced(
+            block,
+            y_true,
+            y_pred,
+            axis=self.axis,
+            kind=kind,
+            n_parts=rule.n_parts,
+            combine=lambda s: rule.combine(s, dtype),
+            dtype=dtype,
+            sample_weight=w,
+        )
 
     def get_config(self):
         """The constructor arguments, as Keras's ``get_config``."""

@@ -11,8 +11,8 @@ from xent import _engine
 from xent._inputs import (
     as_array,
     as_labels,
-    as_targets,
     as_predictions,
+    as_targets,
     normalize_axis,
     to_rows,
 )
@@ -62,8 +62,17 @@ def _finish(loss, lse, row_mask, opts, batch_shape):
     return finish(loss, lse, row_mask, opts, batch_shape)
 
 
-def softmax_cross_entropy(logits, labels, axis=-1, where=None, *, z_loss=0.0, softcap=None,
-                          return_lse=False, return_z_loss=False):
+def softmax_cross_entropy(
+    logits,
+    labels,
+    axis=-1,
+    where=None,
+    *,
+    z_loss=0.0,
+    softcap=None,
+    return_lse=False,
+    return_z_loss=False,
+):
     r"""Per-example cross-entropy against label distributions (``optax.softmax_cross_entropy``).
 
     .. math::
@@ -124,15 +133,27 @@ def softmax_cross_entropy(logits, labels, axis=-1, where=None, *, z_loss=0.0, so
     rows, batch_shape = to_rows(z, ax, name="logits")
     trows, _ = to_rows(t, ax, name="labels")
     loss, lse = _engine.dense_rows(
-        rows, trows, from_logits=True, softcap=opts.softcap, class_mask=class_rows,
+        rows,
+        trows,
+        from_logits=True,
+        softcap=opts.softcap,
+        class_mask=class_rows,
         want_lse=opts.want_lse,
     )
     return _finish(loss, lse, row_mask, opts, batch_shape)
 
 
-def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=None, *,
-                                              z_loss=0.0, softcap=None, return_lse=False,
-                                              return_z_loss=False):
+def softmax_cross_entropy_with_integer_labels(
+    logits,
+    labels,
+    axis=-1,
+    where=None,
+    *,
+    z_loss=0.0,
+    softcap=None,
+    return_lse=False,
+    return_z_loss=False,
+):
     r"""Per-example cross-entropy against integer labels
     (``optax.softmax_cross_entropy_with_integer_labels``), by direct index gather.
 
@@ -180,8 +201,15 @@ def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=Non
     z = as_predictions(logits, "logits")
     ax = normalize_axis(axis, z.ndim, name="logits")
     rows, batch_shape = to_rows(z, ax, name="logits")
-    ids, _ = as_labels(labels, batch_shape, rows.shape[1], axis=ax, name="labels",
-                       pred_name="logits", integer_only=True)
+    ids, _ = as_labels(
+        labels,
+        batch_shape,
+        rows.shape[1],
+        axis=ax,
+        name="labels",
+        pred_name="logits",
+        integer_only=True,
+    )
     row_mask, class_rows = _where(where, z, ax)
     if class_rows is not None:
         n = rows.shape[0]
@@ -194,7 +222,11 @@ def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=Non
                 f"where excludes for that example; a cross-entropy needs the true class"
             )
     loss, lse = _engine.sparse_rows(
-        rows, ids, from_logits=True, softcap=opts.softcap, class_mask=class_rows,
+        rows,
+        ids,
+        from_logits=True,
+        softcap=opts.softcap,
+        class_mask=class_rows,
         want_lse=opts.want_lse,
     )
     return _finish(loss, lse, row_mask, opts, batch_shape)

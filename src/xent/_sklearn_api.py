@@ -80,8 +80,9 @@ def _sample_weight(sample_weight, n):
     return w
 
 
-def log_loss(y_true, y_pred=_NO_PRED, *, normalize=True, sample_weight=None, labels=None,
-             y_proba=None):
+def log_loss(
+    y_true, y_pred=_NO_PRED, *, normalize=True, sample_weight=None, labels=None, y_proba=None
+):
     r"""Log loss (cross-entropy) of predicted probabilities, as ``sklearn.metrics.log_loss``.
 
     .. math::

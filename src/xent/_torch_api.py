@@ -138,8 +138,7 @@ def cross_entropy(
     if _dask.is_dask(input) or _dask.is_dask(target):
         if opts.extra_outputs:
             raise ValueError("return_lse / return_z_loss are not available for dask inputs")
-        return _dask_cross_entropy(input, target, weight, ignore_index, reduction, smoothing,
-                                   opts)
+        return _dask_cross_entropy(input, target, weight, ignore_index, reduction, smoothing, opts)
     parts = _cross_entropy_parts(input, target, weight, ignore_index, smoothing, opts)
     loss, z, lse, batch_shape = parts.loss, parts.z, parts.lse, parts.batch_shape
     lse_out = None if lse is None else lse.reshape(batch_shape)
@@ -185,15 +184,23 @@ def _cross_entropy_parts(input, target, weight, ignore_index, smoothing, opts) -
                 f"target is floating point, so it holds class probabilities and needs input's "
                 f"shape {pred.shape}, got {t.shape}; class indices must be integers"
             )
-        trows, _ = to_rows(as_targets(t, pred.shape, name="target", pred_name="input"), dim,
-                           name="target")
+        trows, _ = to_rows(
+            as_targets(t, pred.shape, name="target", pred_name="input"), dim, name="target"
+        )
         loss, lse = _engine.dense_rows(rows, trows, **options)
         counted = None
         divisor = count = loss.size
     else:
         labels, valid = as_labels(
-            t, batch_shape, n_classes, axis=dim, ignore_class=ignore_index, name="target",
-            pred_name="input", ignore_name="ignore_index", integer_only=True,
+            t,
+            batch_shape,
+            n_classes,
+            axis=dim,
+            ignore_class=ignore_index,
+            name="target",
+            pred_name="input",
+            ignore_name="ignore_index",
+            integer_only=True,
         )
         loss, lse = _engine.sparse_rows(rows, labels, **options)
         counted = None if valid is None else valid.reshape(-1)
@@ -217,15 +224,23 @@ def _dask_cross_entropy(input, target, weight, ignore_index, reduction, smoothin
         return _cross_entropy_parts(p, y, weight, ignore_index, smoothing, opts)
 
     if reduction == "none":
+
         def per_element(y, p):
             got = parts(y, p)
             return got.loss if got.z is None else got.loss + got.z
 
         return _dask.per_sample(per_element, target, input, axis=1, kind=kind, dtype=dtype)
     rule = TorchReduction(reduction)
-    return _dask.reduced(lambda y, p: parts(y, p).partials(), target, input, axis=1, kind=kind,
-                         n_parts=rule.n_parts, combine=lambda s: rule.combine(s, dtype),
-                         dtype=dtype)
+    return _dask.reduced(
+        lambda y, p: parts(y, p).partials(),
+        target,
+        input,
+        axis=1,
+        kind=kind,
+        n_parts=rule.n_parts,
+        combine=lambda s: rule.combine(s, dtype),
+        dtype=dtype,
+    )
 
 
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
@@ -277,8 +292,15 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     n_classes = rows.shape[1]
     w = as_class_weights(weight, n_classes)
     labels, _ = as_labels(
-        target, batch_shape, n_classes, axis=dim, ignore_class=ignore_index, name="target",
-        pred_name="input", ignore_name="ignore_index", integer_only=True,
+        target,
+        batch_shape,
+        n_classes,
+        axis=dim,
+        ignore_class=ignore_index,
+        name="target",
+        pred_name="input",
+        ignore_name="ignore_index",
+        integer_only=True,
     )
     keep = labels != _engine.IGNORED
     safe = np.where(keep, labels, 0)

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -41,10 +41,12 @@ class Data:
     onehot: np.ndarray  # (N, C), scores' dtype
 
     @classmethod
-    def make(cls, case: Case, seed: int = 0) -> "Data":
+    def make(cls, case: Case, seed: int = 0) -> Data:
         rng = np.random.default_rng(seed)
         dtype = np.dtype(case.dtype)
-        z = rng.standard_normal((case.rows, case.classes), dtype=np.float32).astype(dtype, copy=False)
+        z = rng.standard_normal((case.rows, case.classes), dtype=np.float32).astype(
+            dtype, copy=False
+        )
         if case.inputs == "probs":
             z -= z.max(axis=1, keepdims=True)
             np.exp(z, out=z)
@@ -175,8 +177,11 @@ def _jax_dense(data: Data):
 def _keras(data: Data, sparse: bool):
     import keras  # backend from KERAS_BACKEND (jax or torch; TensorFlow is the default)
 
-    loss = (keras.losses.SparseCategoricalCrossentropy if sparse
-            else keras.losses.CategoricalCrossentropy)(from_logits=data.case.inputs == "logits")
+    loss = (
+        keras.losses.SparseCategoricalCrossentropy
+        if sparse
+        else keras.losses.CategoricalCrossentropy
+    )(from_logits=data.case.inputs == "logits")
     target = data.labels if sparse else data.onehot
     return lambda: float(np.asarray(loss(target, data.scores)))
 
@@ -209,10 +214,19 @@ def expected_mean(data: Data) -> float:
 
 
 # ---------------------------------------------------------------- runner
-QUICK = [Case(200_000, 10), Case(20_000, 1_000), Case(512, 32_000),
-         Case(20_000, 1_000, inputs="probs")]
-DEFAULT = [Case(1_000_000, 10), Case(100_000, 1_000), Case(8_192, 32_000), Case(1_024, 131_072),
-           Case(100_000, 1_000, inputs="probs")]
+QUICK = [
+    Case(200_000, 10),
+    Case(20_000, 1_000),
+    Case(512, 32_000),
+    Case(20_000, 1_000, inputs="probs"),
+]
+DEFAULT = [
+    Case(1_000_000, 10),
+    Case(100_000, 1_000),
+    Case(8_192, 32_000),
+    Case(1_024, 131_072),
+    Case(100_000, 1_000, inputs="probs"),
+]
 FULL = DEFAULT + [dataclasses.replace(c, dtype="float64") for c in DEFAULT]
 
 
@@ -273,14 +287,22 @@ def startup_times() -> dict:
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
         for name in ("cold", "cached"):
-            run = subprocess.run([sys.executable, "-c", _STARTUP_CODE], capture_output=True,
-                                 text=True, env=env, timeout=600)
+            run = subprocess.run(
+                [sys.executable, "-c", _STARTUP_CODE],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=600,
+            )
             if run.returncode != 0:
                 out[name] = {"error": run.stderr.strip().splitlines()[-1:]}
                 continue
             imp, sparse, dense = (float(v) for v in run.stdout.split())
-            out[name] = {"import_s": imp, "first_sparse_call_s": sparse,
-                         "first_dense_call_s": dense}
+            out[name] = {
+                "import_s": imp,
+                "first_sparse_call_s": sparse,
+                "first_dense_call_s": dense,
+            }
     return out
 
 
@@ -307,14 +329,24 @@ def run(cases, repeat: int = 7, budget_s: float = 2.0, progress=None, startup=Tr
             ok = impl.loss == "baseline" or bool(np.isclose(value, want, rtol=1e-4, atol=1e-5))
             nbytes = impl.nbytes(data)
             traced = impl.requires is None  # tracemalloc sees NumPy's allocations only
-            rows.append(dict(impl=impl.name, loss=impl.loss, ms=seconds * 1e3, bytes=nbytes,
-                             gbps=nbytes / seconds / 1e9, value=value, correct=ok,
-                             peak_extra_mib=peak_extra_mib(fn) if traced else None))
+            rows.append(
+                dict(
+                    impl=impl.name,
+                    loss=impl.loss,
+                    ms=seconds * 1e3,
+                    bytes=nbytes,
+                    gbps=nbytes / seconds / 1e9,
+                    value=value,
+                    correct=ok,
+                    peak_extra_mib=peak_extra_mib(fn) if traced else None,
+                )
+            )
         base = next(r for r in rows if r["loss"] == "baseline")
         for r in rows:
             r["pct_of_baseline"] = 100.0 * r["gbps"] / base["gbps"]
-        results.append(dict(case=dataclasses.asdict(case), label=case.label, expected=want,
-                             results=rows))
+        results.append(
+            dict(case=dataclasses.asdict(case), label=case.label, expected=want, results=rows)
+        )
     if progress and startup:
         progress("compile and first-call times in fresh processes")
     return dict(
@@ -350,8 +382,13 @@ def machine_info() -> dict:
                     break
     except OSError:
         pass
-    return dict(cpu=cpu, cores=os.cpu_count(), python=platform.python_version(),
-                numpy=np.__version__, numba=numba.__version__)
+    return dict(
+        cpu=cpu,
+        cores=os.cpu_count(),
+        python=platform.python_version(),
+        numpy=np.__version__,
+        numba=numba.__version__,
+    )
 
 
 def speedups(entry: dict) -> dict:
@@ -375,8 +412,10 @@ def format_table(report: dict) -> str:
     """A plain-text (Markdown) table of a :func:`run` report."""
     lines = []
     m = report["machine"]
-    lines.append(f"{m['cpu']}, {m['cores']} cores; numba {m['numba']}, "
-                 f"{report['threads']} threads ({report['threading_layer']})")
+    lines.append(
+        f"{m['cpu']}, {m['cores']} cores; numba {m['numba']}, "
+        f"{report['threads']} threads ({report['threading_layer']})"
+    )
     for entry in report["results"]:
         lines.append("")
         lines.append(f"### {entry['label']}")
@@ -385,9 +424,11 @@ def format_table(report: dict) -> str:
         for r in entry["results"]:
             mib = r.get("peak_extra_mib")
             mib = "n/a" if mib is None else f"{mib:.1f}"
-            lines.append(f"| {r['impl']} | {r['ms']:.2f} | {r['gbps']:.1f} | "
-                         f"{r['pct_of_baseline']:.0f}% | {mib} | "
-                         f"{'yes' if r['correct'] else 'NO'} |")
+            lines.append(
+                f"| {r['impl']} | {r['ms']:.2f} | {r['gbps']:.1f} | "
+                f"{r['pct_of_baseline']:.0f}% | {mib} | "
+                f"{'yes' if r['correct'] else 'NO'} |"
+            )
         sp = speedups(entry)
         if sp:
             lines.append("")
@@ -400,12 +441,16 @@ def format_table(report: dict) -> str:
             if "error" in v:
                 lines.append(f"- {name}: failed: {v['error']}")
             else:
-                lines.append(f"- {name}: import {v['import_s']:.2f} s, first sparse call "
-                             f"{v['first_sparse_call_s']:.2f} s, first dense call "
-                             f"{v['first_dense_call_s']:.2f} s")
+                lines.append(
+                    f"- {name}: import {v['import_s']:.2f} s, first sparse call "
+                    f"{v['first_sparse_call_s']:.2f} s, first dense call "
+                    f"{v['first_dense_call_s']:.2f} s"
+                )
     lines.append("")
-    lines.append("extra MiB: peak NumPy allocation during one call beyond the inputs (tracemalloc; "
-                 "n/a for peers that allocate outside NumPy).")
+    lines.append(
+        "extra MiB: peak NumPy allocation during one call beyond the inputs (tracemalloc; "
+        "n/a for peers that allocate outside NumPy)."
+    )
     return "\n".join(lines)
 
 
@@ -421,8 +466,10 @@ def plot(report: dict, path: str) -> None:
     fig, ax = plt.subplots(figsize=(max(8, 2.2 * len(entries)), 5))
     width = 0.8 / max(len(names), 1)
     for j, name in enumerate(names):
-        vals = [next((r["pct_of_baseline"] for r in e["results"] if r["impl"] == name), 0)
-                for e in entries]
+        vals = [
+            next((r["pct_of_baseline"] for r in e["results"] if r["impl"] == name), 0)
+            for e in entries
+        ]
         ax.bar(np.arange(len(entries)) + j * width, vals, width, label=name)
     ax.set_xticks(np.arange(len(entries)) + 0.4 - width / 2)
     ax.set_xticklabels([e["label"].replace(" ", "\n", 1) for e in entries], fontsize=8)
@@ -452,8 +499,9 @@ def main(args) -> int:
         print(format_table(report))
     if args.plot:
         plot(report, args.plot)
-    bad = [(e["label"], r["impl"]) for e in report["results"] for r in e["results"]
-           if not r["correct"]]
+    bad = [
+        (e["label"], r["impl"]) for e in report["results"] for r in e["results"] if not r["correct"]
+    ]
     if bad:
         print(f"incorrect results: {bad}", file=sys.stderr)
         return 1

@@ -25,7 +25,8 @@ def _demo(args) -> int:
     dense = xent.categorical_crossentropy(onehot, y_pred)
     print(f"  sparse_categorical_crossentropy per sample: {np.round(sparse, 7).tolist()}")
     print(f"  categorical_crossentropy        per sample: {np.round(dense, 7).tolist()}")
-    print(f"  mean: {float(xent.SparseCategoricalCrossentropy()(labels, y_pred)):.7f} (Keras: 1.1769392)")
+    mean = float(xent.SparseCategoricalCrossentropy()(labels, y_pred))
+    print(f"  mean: {mean:.7f} (Keras: 1.1769392)")
     if args.rows and args.classes:
         from xent.bench import Case, Data
 
@@ -35,11 +36,16 @@ def _demo(args) -> int:
         probs = Data.make(Case(n, c, "float32", "probs")).scores
         print(f"\nTiming on {n:,} x {c:,} float32 (median of {args.repeat}, after a warm-up call):")
         cases = [
-            ("sparse, logits", lambda: xent.sparse_categorical_crossentropy(y, logits, from_logits=True)),
+            (
+                "sparse, logits",
+                lambda: xent.sparse_categorical_crossentropy(y, logits, from_logits=True),
+            ),
             ("dense,  logits", lambda: xent.categorical_crossentropy(t, logits, from_logits=True)),
             ("sparse, probs", lambda: xent.sparse_categorical_crossentropy(y, probs)),
-            ("sparse, probs, renormalize=False",
-             lambda: xent.sparse_categorical_crossentropy(y, probs, renormalize=False)),
+            (
+                "sparse, probs, renormalize=False",
+                lambda: xent.sparse_categorical_crossentropy(y, probs, renormalize=False),
+            ),
             ("dense,  probs", lambda: xent.categorical_crossentropy(t, probs)),
         ]
         for name, fn in cases:
@@ -57,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xent", description="Fast cross-entropy losses.")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="print both losses on the Keras example and a quick timing")
-    demo.add_argument("--rows", type=int, default=100_000, help="rows of the timing batch (0: skip)")
+    demo.add_argument(
+        "--rows", type=int, default=100_000, help="rows of the timing batch (0: skip)"
+    )
     demo.add_argument("--classes", type=int, default=1_000, help="classes of the timing batch")
     demo.add_argument("--repeat", type=int, default=5, help="timed calls per case")
     demo.set_defaults(func=_demo)
@@ -65,10 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench",
         help="time sparse vs categorical, against the bandwidth baseline and installed peers",
-        description="Times xent's sparse and categorical losses, a plain Numba row sum over the same "
-        "array (the memory limit) and every installed peer (NumPy; PyTorch and JAX when installed) "
-        "on large batches; prints ms, GB/s, %% of the row-sum bandwidth and speed-ups. "
-        "Every result is checked against a float64 NumPy evaluation.",
+        description="Times xent's sparse and categorical losses, a plain Numba row sum over "
+        "the same array (the memory limit) and every installed peer (NumPy; PyTorch and JAX "
+        "when installed) on large batches; prints ms, GB/s, %% of the row-sum bandwidth and "
+        "speed-ups. Every result is checked against a float64 NumPy evaluation.",
     )
     size = bench.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="small shapes (a few seconds)")
@@ -77,8 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--output", metavar="FILE.json", help="also write the JSON report here")
     bench.add_argument("--plot", metavar="FILE.png", help="draw a bar chart (needs matplotlib)")
     bench.add_argument("--repeat", type=int, default=7, help="timed calls per entry (median)")
-    bench.add_argument("--budget", type=float, default=1.5,
-                       help="seconds per entry after which timing stops (min 3 calls)")
+    bench.add_argument(
+        "--budget",
+        type=float,
+        default=1.5,
+        help="seconds per entry after which timing stops (min 3 calls)",
+    )
     bench.set_defaults(func=_bench)
 
     from xent._eval_cli import add_parser
