@@ -10,21 +10,11 @@ range (that row gets NaN), but the wrappers validate before calling them.
 from ._serial import serial
 from .baseline import row_sums
 from .evaluate import evaluate_dense, evaluate_sparse, rank_of
-from .logits import (
-    BLOCK,
-    IGNORED,
-    SHORT_ROW_BYTES,
-    dense_logits,
-    dense_logits_long_rows,
-    dense_logits_short_rows,
-    row_max,
-    row_sum,
-    row_sum_exp,
-    sparse_logits,
-    sparse_logits_long_rows,
-    sparse_logits_short_rows,
-)
+from .long_rows import dense_logits_long_rows, sparse_logits_long_rows
 from .probs import dense_probs, probability_rows, sparse_probs
+from .rows import dense_logits, sparse_logits
+from .short_rows import SHORT_ROW_BYTES, dense_logits_short_rows, sparse_logits_short_rows
+from .stream import BLOCK, IGNORED, row_max, row_sum, row_sum_exp
 
 __all__ = [
     "BLOCK",

@@ -14,8 +14,9 @@ import numpy as np
 from numba import njit, prange
 
 from ._config import PARALLEL, ROW, SCALAR
-from .logits import IGNORED, _dense_row, _sparse_row
 from .probs import _clip, _dense_probs_row, _row_total
+from .rows import _dense_row, _sparse_row
+from .stream import IGNORED
 
 
 @njit(**ROW)

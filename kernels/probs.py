@@ -11,7 +11,7 @@ from numba import njit, prange
 
 from ._config import PARALLEL, ROW, SCALAR
 from ._math import as_type_of, fast_log
-from .logits import BLOCK, IGNORED, PREFETCH_AHEAD, STREAM_BLOCK, prefetch_span, row_sum
+from .stream import BLOCK, IGNORED, PREFETCH_AHEAD, STREAM_BLOCK, prefetch_span, row_sum
 
 
 @njit(**ROW)
