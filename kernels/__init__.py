@@ -9,15 +9,14 @@ range (that row gets NaN), but the wrappers validate before calling them.
 
 from ._serial import serial
 from .baseline import row_sums
-from .evaluate import evaluate_dense, evaluate_sparse, rank_of
+from .evaluate import evaluate_dense, evaluate_sparse
 from .long_rows import dense_logits_long_rows, sparse_logits_long_rows
 from .probs import dense_probs, probability_rows, sparse_probs
 from .rows import dense_logits, sparse_logits
 from .short_rows import SHORT_ROW_BYTES, dense_logits_short_rows, sparse_logits_short_rows
-from .stream import BLOCK, IGNORED, row_max, row_sum, row_sum_exp
+from .stream import IGNORED
 
 __all__ = [
-    "BLOCK",
     "IGNORED",
     "SHORT_ROW_BYTES",
     "dense_logits",
@@ -27,10 +26,6 @@ __all__ = [
     "evaluate_dense",
     "evaluate_sparse",
     "probability_rows",
-    "rank_of",
-    "row_max",
-    "row_sum",
-    "row_sum_exp",
     "row_sums",
     "serial",
     "sparse_logits",

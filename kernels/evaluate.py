@@ -14,8 +14,8 @@ import numpy as np
 from numba import njit, prange
 
 from ._config import PARALLEL, ROW, SCALAR
-from .probs import _clip, _dense_probs_row, _row_total
-from .rows import _dense_row, _sparse_row
+from .probs import clip, dense_probs_row, row_total
+from .rows import dense_row, sparse_row
 from .stream import IGNORED
 
 
@@ -78,10 +78,10 @@ def evaluate_sparse(pred, labels, from_logits, lo, hi, no_weights, out_loss, out
             continue
         row = pred[i]
         if from_logits:
-            loss, _ = _sparse_row(row, y, 0.0, no_weights)
+            loss, _ = sparse_row(row, y, 0.0, no_weights)
         else:
-            total = _row_total(row, True)
-            loss = -np.log(np.float64(_clip(row[y] / total, lo, hi)))
+            total = row_total(row, True)
+            loss = -np.log(np.float64(clip(row[y] / total, lo, hi)))
         out_loss[i] = loss
         out_rank[i] = rank_of(row, y)
 
@@ -95,8 +95,8 @@ def evaluate_dense(pred, t, from_logits, lo, hi, no_weights, out_loss, out_rank)
         row = pred[i]
         trow = t[i]
         if from_logits:
-            loss, _ = _dense_row(row, trow, 0.0, no_weights)
+            loss, _ = dense_row(row, trow, 0.0, no_weights)
         else:
-            loss = _dense_probs_row(row, trow, 0.0, lo, hi, True)
+            loss = dense_probs_row(row, trow, 0.0, lo, hi, True)
         out_loss[i] = loss
         out_rank[i] = rank_of(row, _first_argmax(trow))

@@ -6,13 +6,13 @@ from numba import njit, prange
 from ._config import PARALLEL, SCALAR
 from .stream import (
     ACCEPT,
-    _dense_row_finish,
-    _dense_row_sums,
-    _sparse_guess,
-    _sparse_row_loss,
+    dense_row_finish,
+    dense_row_sums,
     guess_shift,
     row_max,
     row_sum_exp,
+    sparse_guess,
+    sparse_row_loss,
     stream_sum_exp2,
 )
 
@@ -75,21 +75,21 @@ def sparse_logits_long_rows(z, labels, smoothing, class_weights, out_loss, out_l
     for i in range(n):
         row = z[i]
         y = labels[i]
-        m, log_s = _split_lse_parts(row, _sparse_guess(row, y))
-        out_loss[i] = _sparse_row_loss(row, y, m, log_s, smoothing, class_weights)
+        m, log_s = _split_lse_parts(row, sparse_guess(row, y))
+        out_loss[i] = sparse_row_loss(row, y, m, log_s, smoothing, class_weights)
         if keep_lse:
             out_lse[i] = m + log_s
 
 
 @njit(**PARALLEL)
 def _split_dense_sums(row, trow, shift, exact):
-    """:func:`_dense_row_sums` with the pieces on all threads, added in order."""
+    """:func:`dense_row_sums` with the pieces on all threads, added in order."""
     c = row.shape[0]
     parts = np.zeros((ROW_PIECES, 3))
     for p in prange(ROW_PIECES):
         lo, hi = _piece(c, p)
         if lo < hi:
-            a, b, d = _dense_row_sums(row[lo:hi], trow[lo:hi], shift, exact)
+            a, b, d = dense_row_sums(row[lo:hi], trow[lo:hi], shift, exact)
             parts[p, 0] = a
             parts[p, 1] = b
             parts[p, 2] = d
@@ -118,7 +118,7 @@ def dense_logits_long_rows(z, t, smoothing, out_loss, out_lse):
         if not s <= ACCEPT:
             m = _split_max(row)
             s, t_sum, tz = _split_dense_sums(row, trow, m, True)
-        loss, lse = _dense_row_finish(row, trow, smoothing, no_weights, m, s, t_sum, tz)
+        loss, lse = dense_row_finish(row, trow, smoothing, no_weights, m, s, t_sum, tz)
         out_loss[i] = loss
         if keep_lse:
             out_lse[i] = lse

@@ -15,7 +15,7 @@ from .stream import BLOCK, IGNORED, PREFETCH_AHEAD, STREAM_BLOCK, prefetch_span,
 
 
 @njit(**ROW)
-def _clip(q, lo, hi):
+def clip(q, lo, hi):
     q = lo if q < lo else q  # NaN passes through both
     return hi if q > hi else q
 
@@ -33,12 +33,12 @@ def _block_sum_log_clipped(block, scale, total, lo, hi):
     """``sum_c log q_c`` over a block, ``q`` the renormalised, clipped row."""
     acc = as_type_of(0.0, lo)
     for j in range(block.shape[0]):
-        acc += fast_log(_clip(_renormalised(block[j], scale, total), lo, hi))
+        acc += fast_log(clip(_renormalised(block[j], scale, total), lo, hi))
     return np.float64(acc)
 
 
 @njit(**ROW)
-def _row_total(row, renormalize):
+def row_total(row, renormalize):
     """The row's divisor in the input precision (1 when not renormalising)."""
     if renormalize:
         return as_type_of(row_sum(row), row[0])
@@ -63,8 +63,8 @@ def sparse_probs(p, labels, smoothing, lo, hi, renormalize, out_loss):
             out_loss[i] = np.nan
             continue
         row = p[i]
-        total = _row_total(row, renormalize)
-        loss = -np.log(np.float64(_clip(row[y] / total, lo, hi)))
+        total = row_total(row, renormalize)
+        loss = -np.log(np.float64(clip(row[y] / total, lo, hi)))
         if smoothing != 0.0:
             # multiply by the reciprocal in the loop: a division per element costs more
             # than the log (within 1.5 ulp of p / total)
@@ -85,16 +85,16 @@ def _block_dense_probs(block, tblock, scale, total, lo, hi, keep, spread):
     acc = zero
     for j in range(block.shape[0]):
         w = keep * as_type_of(tblock[j], lo) + spread
-        lq = fast_log(_clip(_renormalised(block[j], scale, total), lo, hi))
+        lq = fast_log(clip(_renormalised(block[j], scale, total), lo, hi))
         acc += w * lq if w != zero else zero
     return np.float64(acc)
 
 
 @njit(**SCALAR)
-def _dense_probs_row(row, trow, smoothing, lo, hi, renormalize):
+def dense_probs_row(row, trow, smoothing, lo, hi, renormalize):
     """``-sum_c t'_c log q_c`` of one row (see :func:`dense_probs`)."""
     c = row.shape[0]
-    total = _row_total(row, renormalize)
+    total = row_total(row, renormalize)
     inv_total = as_type_of(1.0, total) / total  # see sparse_probs
     keep = as_type_of(1.0 - smoothing, lo)
     spread = as_type_of(smoothing / c, lo)
@@ -125,7 +125,7 @@ def dense_probs(p, t, smoothing, lo, hi, renormalize, out_loss):
     """
     n = p.shape[0]
     for i in prange(n):
-        out_loss[i] = _dense_probs_row(p[i], t[i], smoothing, lo, hi, renormalize)
+        out_loss[i] = dense_probs_row(p[i], t[i], smoothing, lo, hi, renormalize)
 
 
 @njit(**ROW)

@@ -11,13 +11,13 @@ from ._math import (
 )
 from .stream import (
     ACCEPT,
-    _dense_row_finish,
-    _dense_row_sums,
-    _sparse_guess,
-    _sparse_row_loss,
+    dense_row_finish,
+    dense_row_sums,
     guess_shift,
     row_lse_parts,
     row_max,
+    sparse_guess,
+    sparse_row_loss,
 )
 
 # ------------------------------------------------------------ transformed rows
@@ -61,16 +61,16 @@ ROW_CHUNKS = 256
 
 
 @njit(**SCALAR)
-def _row_chunks(n):
+def row_chunks(n):
     """Rows per chunk for the buffered kernels."""
     return max(1, (n + ROW_CHUNKS - 1) // ROW_CHUNKS)
 
 
 @njit(**SCALAR)
-def _sparse_row(row, y, smoothing, w):
+def sparse_row(row, y, smoothing, w):
     """``(loss, lse)`` of one row of logits."""
-    m, log_s = row_lse_parts(row, _sparse_guess(row, y))
-    return _sparse_row_loss(row, y, m, log_s, smoothing, w), m + log_s
+    m, log_s = row_lse_parts(row, sparse_guess(row, y))
+    return sparse_row_loss(row, y, m, log_s, smoothing, w), m + log_s
 
 
 @njit(**PARALLEL)
@@ -79,7 +79,7 @@ def sparse_logits(z, labels, smoothing, class_weights, softcap, class_mask, out_
 
     ``loss_i = (1 - eps) (lse_i - z[i, y_i]) + eps (lse_i - mean_c z[i, c])``; with
     ``class_weights`` (float64, length C; empty for none) PyTorch's weighted form (see
-    :func:`_sparse_row_loss`).  Rows whose label is ``IGNORED`` get 0; a label outside
+    :func:`sparse_row_loss`).  Rows whose label is ``IGNORED`` get 0; a label outside
     ``[0, C)`` (never passed by the wrappers) gets NaN instead of reading outside the row.
     ``softcap > 0`` replaces each logit by ``softcap tanh(z / softcap)`` first;
     ``class_mask`` (bool, N x C, any strides; shape (0, 0) for none) drops the classes
@@ -91,12 +91,12 @@ def sparse_logits(z, labels, smoothing, class_weights, softcap, class_mask, out_
     masked = class_mask.shape[0] == n
     if softcap == 0.0 and not masked:
         for i in prange(n):
-            loss, lse = _sparse_row(z[i], labels[i], smoothing, class_weights)
+            loss, lse = sparse_row(z[i], labels[i], smoothing, class_weights)
             out_loss[i] = loss
             if keep_lse:
                 out_lse[i] = lse
         return
-    per = _row_chunks(n)
+    per = row_chunks(n)
     for b in prange((n + per - 1) // per):
         buf = np.empty(c, z.dtype)
         for i in range(b * per, min(n, (b + 1) * per)):
@@ -104,29 +104,29 @@ def sparse_logits(z, labels, smoothing, class_weights, softcap, class_mask, out_
                 _cap_mask_row(z[i], class_mask[i], softcap, buf)
             else:
                 _cap_row(z[i], softcap, buf)
-            loss, lse = _sparse_row(buf, labels[i], smoothing, class_weights)
+            loss, lse = sparse_row(buf, labels[i], smoothing, class_weights)
             out_loss[i] = loss
             if keep_lse:
                 out_lse[i] = lse
 
 
 @njit(**SCALAR)
-def _dense_row(row, trow, smoothing, w):
+def dense_row(row, trow, smoothing, w):
     """``(loss, lse)`` of one row of logits against one target row.
 
     With class weights ``w`` (non-empty) ``trow`` must already hold ``w t``: the smoothing
     term then becomes ``(eps / C) sum_c w_c (lse - z_c)``.
     """
     m = guess_shift(row)
-    s, t_sum, tz = _dense_row_sums(row, trow, m, False)
+    s, t_sum, tz = dense_row_sums(row, trow, m, False)
     if not s <= ACCEPT:
         m = row_max(row)
-        s, t_sum, tz = _dense_row_sums(row, trow, m, True)
-    return _dense_row_finish(row, trow, smoothing, w, m, s, t_sum, tz)
+        s, t_sum, tz = dense_row_sums(row, trow, m, True)
+    return dense_row_finish(row, trow, smoothing, w, m, s, t_sum, tz)
 
 
 @njit(**ROW)
-def _weigh_targets(trow, w, tbuf):
+def weigh_targets(trow, w, tbuf):
     """``tbuf = w t`` (``t`` where ``w`` is empty)."""
     weighted = w.shape[0] == trow.shape[0]
     for j in range(trow.shape[0]):
@@ -136,8 +136,8 @@ def _weigh_targets(trow, w, tbuf):
 
 @njit(**ROW)
 def _weigh_mask_targets(trow, w, keep, tbuf):
-    """:func:`_weigh_targets`, then 0 where ``keep`` is False."""
-    _weigh_targets(trow, w, tbuf)
+    """:func:`weigh_targets`, then 0 where ``keep`` is False."""
+    weigh_targets(trow, w, tbuf)
     for j in range(trow.shape[0]):
         tbuf[j] = tbuf[j] if keep[j] else 0.0
 
@@ -159,12 +159,12 @@ def dense_logits(z, t, smoothing, class_weights, softcap, class_mask, out_loss, 
     masked = class_mask.shape[0] == n
     if softcap == 0.0 and not masked and class_weights.shape[0] == 0:
         for i in prange(n):
-            loss, lse = _dense_row(z[i], t[i], smoothing, class_weights)
+            loss, lse = dense_row(z[i], t[i], smoothing, class_weights)
             out_loss[i] = loss
             if keep_lse:
                 out_lse[i] = lse
         return
-    per = _row_chunks(n)
+    per = row_chunks(n)
     for b in prange((n + per - 1) // per):
         buf = np.empty(c, z.dtype)
         tbuf = np.empty(c, z.dtype)
@@ -174,8 +174,8 @@ def dense_logits(z, t, smoothing, class_weights, softcap, class_mask, out_loss, 
                 _weigh_mask_targets(t[i], class_weights, class_mask[i], tbuf)
             else:
                 _cap_row(z[i], softcap, buf)
-                _weigh_targets(t[i], class_weights, tbuf)
-            loss, lse = _dense_row(buf, tbuf, smoothing, class_weights)
+                weigh_targets(t[i], class_weights, tbuf)
+            loss, lse = dense_row(buf, tbuf, smoothing, class_weights)
             out_loss[i] = loss
             if keep_lse:
                 out_lse[i] = lse

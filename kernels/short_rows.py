@@ -9,8 +9,8 @@ from ._math import (
     fast_exp2,
     fast_log1p,
 )
-from .rows import _dense_row, _row_chunks, _sparse_row, _weigh_targets
-from .stream import _LOG2E, IGNORED
+from .rows import dense_row, row_chunks, sparse_row, weigh_targets
+from .stream import IGNORED, LOG2E
 
 # ------------------------------------------------------------ many short rows
 # Per-row loops of a few elements cost more than their arithmetic (loop set-up, remainders,
@@ -71,7 +71,7 @@ def _turned_sum_exp(bz, c, nr, m, s, ties):
     """
     zero = as_type_of(0.0, m[0])
     one = as_type_of(1.0, m[0])
-    log2e = as_type_of(_LOG2E, m[0])
+    log2e = as_type_of(LOG2E, m[0])
     for r in range(nr):
         s[r] = zero
         ties[r] = zero
@@ -240,7 +240,7 @@ def sparse_logits_short_rows(z, labels, smoothing, class_weights, out_loss, out_
     options = smoothed or keep_lse or class_weights.shape[0] == c
     w_total = _weight_total(class_weights, c)
     n_blocks = (n + SHORT_BLOCK - 1) // SHORT_BLOCK
-    per = _row_chunks(n_blocks)
+    per = row_chunks(n_blocks)
     for chunk in prange((n_blocks + per - 1) // per):
         like = np.zeros(1, z.dtype)[0]  # the element type, without reading z
         bz = np.empty((c, SHORT_BLOCK), z.dtype)
@@ -276,7 +276,7 @@ def sparse_logits_short_rows(z, labels, smoothing, class_weights, out_loss, out_
             for r in range(nr):
                 if redo[r]:  # rare: NaN, inf, a label outside the row
                     i = r0 + r
-                    loss, lse = _sparse_row(z[i], labels[i], smoothing, class_weights)
+                    loss, lse = sparse_row(z[i], labels[i], smoothing, class_weights)
                     out_loss[i] = loss
                     if keep_lse:
                         out_lse[i] = lse
@@ -297,7 +297,7 @@ def dense_logits_short_rows(z, t, smoothing, class_weights, out_loss, out_lse):
     smoothed = smoothing != 0.0
     w_total = _weight_total(class_weights, c)
     n_blocks = (n + SHORT_BLOCK - 1) // SHORT_BLOCK
-    per = _row_chunks(n_blocks)
+    per = row_chunks(n_blocks)
     for chunk in prange((n_blocks + per - 1) // per):
         like = np.zeros(1, z.dtype)[0]  # the element type, without reading z
         bz = np.empty((c, SHORT_BLOCK), z.dtype)
@@ -342,10 +342,10 @@ def dense_logits_short_rows(z, t, smoothing, class_weights, out_loss, out_lse):
                 if redo[r]:  # rare: NaN, inf, non-finite targets
                     i = r0 + r
                     if weighted:
-                        _weigh_targets(t[i], class_weights, tbuf)
-                        loss, lse = _dense_row(z[i], tbuf, smoothing, class_weights)
+                        weigh_targets(t[i], class_weights, tbuf)
+                        loss, lse = dense_row(z[i], tbuf, smoothing, class_weights)
                     else:
-                        loss, lse = _dense_row(z[i], t[i], smoothing, class_weights)
+                        loss, lse = dense_row(z[i], t[i], smoothing, class_weights)
                     out_loss[i] = loss
                     if keep_lse:
                         out_lse[i] = lse

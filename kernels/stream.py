@@ -39,15 +39,9 @@ Edge rules (tested in ``tests/test_extremes.py``):
 import numpy as np
 from numba import njit
 
+from ._bits import from_ordered_bits, ordered_bits, prefetch
 from ._config import ROW, SCALAR
-from ._math import (
-    as_type_of,
-    fast_exp,
-    fast_exp2,
-    from_ordered_bits,
-    ordered_bits,
-    prefetch,
-)
+from ._math import as_type_of, fast_exp, fast_exp2
 
 #: Label value the wrappers use for rows that must not count (``ignore_class``).
 IGNORED = -1
@@ -66,7 +60,7 @@ ACCEPT = 2.0**24
 #: level on the long rows).
 STREAM_BLOCK = 256
 PREFETCH_AHEAD = 256
-_LOG2E = 1.4426950408889634
+LOG2E = 1.4426950408889634
 
 
 @njit(**SCALAR)
@@ -107,7 +101,7 @@ def row_sum_exp(row, m):
 
 @njit(**ROW)
 def _block_sum_exp2(block, shift):
-    log2e = as_type_of(_LOG2E, shift)
+    log2e = as_type_of(LOG2E, shift)
     acc = as_type_of(0.0, shift)
     for j in range(block.shape[0]):
         acc += fast_exp2((block[j] - shift) * log2e)
@@ -177,7 +171,7 @@ def _weighted_shift_sums(row, w, m):
 
 
 @njit(**SCALAR)
-def _sparse_row_loss(row, y, m, log_s, smoothing, w):
+def sparse_row_loss(row, y, m, log_s, smoothing, w):
     """The sparse loss of one row from its ``(M, log s)``: IGNORED gives 0, a label outside
     the row NaN (never read).
 
@@ -205,7 +199,7 @@ def _sparse_row_loss(row, y, m, log_s, smoothing, w):
 
 
 @njit(**SCALAR)
-def _sparse_guess(row, y):
+def sparse_guess(row, y):
     """The shift for a sparse row: the first elements' max, or the label's logit if larger
     (for a trained model the label's logit is usually the row's maximum)."""
     guess = guess_shift(row)
@@ -222,7 +216,7 @@ def _block_dense(block, tblock, shift, exact):
     ``exact`` selects the full-range exp (the fallback path) over the one-pass ``2**u``.
     """
     zero = as_type_of(0.0, shift)
-    log2e = as_type_of(_LOG2E, shift)
+    log2e = as_type_of(LOG2E, shift)
     s = zero
     t_sum = zero
     tz = zero
@@ -250,7 +244,7 @@ def _row_target_sums_f64(row, trow, shift):
 
 
 @njit(**ROW)
-def _dense_row_sums(row, trow, shift, exact):
+def dense_row_sums(row, trow, shift, exact):
     s = 0.0
     t_sum = 0.0
     tz = 0.0
@@ -270,7 +264,7 @@ def _dense_row_sums(row, trow, shift, exact):
 
 
 @njit(**SCALAR)
-def _dense_row_finish(row, trow, smoothing, w, m, s, t_sum, tz):
+def dense_row_finish(row, trow, smoothing, w, m, s, t_sum, tz):
     """``(loss, lse)`` of a dense row from its sums relative to the shift ``m`` (shared by
     the per-row and the split-row kernels): the float64 rescue of overflowed target sums,
     then ``T log s - sum t (z - m)`` and the smoothing term."""
