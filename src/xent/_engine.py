@@ -6,6 +6,9 @@ rewritten for speed without touching any front end.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numba
 import numpy as np
 
@@ -56,14 +59,61 @@ def _kernel(parallel_kernel):
     return kernels.serial(parallel_kernel) if serial_only() else parallel_kernel
 
 
-def _outputs(rows: np.ndarray, want_lse: bool):
-    n = rows.shape[0]
-    return np.empty(n, rows.dtype), np.empty(n if want_lse else 0, rows.dtype)
-
-
 def _clip_bounds(dtype, epsilon: float):
     t = np.dtype(dtype).type
     return t(epsilon), t(1.0) - t(epsilon)
+
+
+@dataclass(frozen=True)
+class RowOptions:
+    """What a kernel computes besides the plain loss; built by the front ends from values
+    they have validated (``_inputs``, ``_vocab``), checked here for consistency once.
+
+    ``smoothing``: label smoothing in [0, 1]; ``epsilon`` / ``renormalize``: clipping and
+    renormalisation of probabilities; ``want_lse``: write the per-row log-sum-exp;
+    ``class_weights``: float64 ``(C,)``; ``softcap``: ``c tanh(z / c)`` (0: none);
+    ``class_mask``: bool ``(N, C)`` of classes that stay in the normaliser (any strides).
+    The last four need logits.
+    """
+
+    from_logits: bool = True
+    smoothing: float = 0.0
+    epsilon: float = EPSILON
+    renormalize: bool = True
+    want_lse: bool = False
+    class_weights: np.ndarray | None = None
+    softcap: float = 0.0
+    class_mask: np.ndarray | None = None
+
+    def __post_init__(self):
+        # plain Python scalars: a kernel is compiled once per argument type
+        for name, cast in (
+            ("from_logits", bool),
+            ("smoothing", float),
+            ("epsilon", float),
+            ("renormalize", bool),
+            ("want_lse", bool),
+            ("softcap", float),
+        ):
+            object.__setattr__(self, name, cast(getattr(self, name)))
+        if not self.from_logits and self.used() & {
+            "want_lse",
+            "class_weights",
+            "softcap",
+            "class_mask",
+        }:
+            raise AssertionError("lse, class weights, soft-capping and masks need logits")
+
+    def used(self) -> frozenset:
+        """The optional features this call needs (the capability table's vocabulary)."""
+        flags = {
+            "smoothing": self.smoothing != 0.0,
+            "want_lse": self.want_lse,
+            "class_weights": self.class_weights is not None,
+            "softcap": self.softcap != 0.0,
+            "class_mask": self.class_mask is not None,
+        }
+        return frozenset(name for name, on in flags.items() if on)
 
 
 #: Rows at least this long are split over the threads when there are fewer rows than threads.
@@ -72,83 +122,164 @@ _NO_WEIGHTS = np.empty(0, np.float64)
 _NO_MASK = np.empty((0, 0), np.bool_)
 
 
-def _rows(
-    kind,
-    rows,
-    second,
-    *,
-    from_logits,
-    smoothing=0.0,
-    epsilon=EPSILON,
-    renormalize=True,
-    want_lse=False,
-    class_weights=None,
-    softcap=0.0,
-    class_mask=None,
-):
+def _weights(o: RowOptions):
+    return _NO_WEIGHTS if o.class_weights is None else o.class_weights
+
+
+def _mask(o: RowOptions):
+    return _NO_MASK if o.class_mask is None else o.class_mask
+
+
+def _long_rows(rows) -> bool:
+    """Fewer rows than threads, each long: split every row over the threads.  (The split
+    kernels launch parallel loops from inside; a process that must run serially skips them.)"""
+    return (
+        rows.shape[0] < numba.get_num_threads() and rows.shape[1] >= LONG_ROW and not serial_only()
+    )
+
+
+def _short_rows(rows) -> bool:
+    """Rows of at most ``SHORT_ROW_BYTES``: turned row blocks, rows in the SIMD lanes."""
+    return rows.shape[1] * rows.itemsize <= kernels.SHORT_ROW_BYTES
+
+
+def _any_rows(rows) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class _Kernel:
+    """One row of the capability table: which kernel, for which inputs and rows, with which
+    optional features, and how its arguments are laid out."""
+
+    kernel: object
+    kind: str  # "sparse" (int64 labels) or "dense" (target rows)
+    logits: bool  # logits (True) or probabilities (False)
+    fits: Callable  # rows -> whether this kernel is meant for rows of this shape
+    supports: frozenset
+    launch: Callable  # (kernel, rows, second, options, loss, lse) -> None
+
+
+_LOGITS_ALL = frozenset({"smoothing", "want_lse", "class_weights", "softcap", "class_mask"})
+_PLAIN = frozenset({"smoothing", "want_lse", "class_weights"})
+
+#: Every kernel and what it supports, most specialised first: the first row whose kind,
+#: input, shape test and supported features cover a call runs it.
+TABLE = (
+    _Kernel(
+        kernels.sparse_logits_long_rows,
+        "sparse",
+        True,
+        _long_rows,
+        _PLAIN,
+        lambda k, r, s, o, loss, lse: k(r, s, o.smoothing, _weights(o), loss, lse),
+    ),
+    _Kernel(
+        kernels.dense_logits_long_rows,
+        "dense",
+        True,
+        _long_rows,
+        frozenset({"smoothing", "want_lse"}),
+        lambda k, r, s, o, loss, lse: k(r, s, o.smoothing, loss, lse),
+    ),
+    _Kernel(
+        kernels.sparse_logits_short_rows,
+        "sparse",
+        True,
+        _short_rows,
+        _PLAIN,
+        lambda k, r, s, o, loss, lse: k(r, s, o.smoothing, _weights(o), loss, lse),
+    ),
+    _Kernel(
+        kernels.dense_logits_short_rows,
+        "dense",
+        True,
+        _short_rows,
+        _PLAIN,
+        lambda k, r, s, o, loss, lse: k(r, s, o.smoothing, _weights(o), loss, lse),
+    ),
+    _Kernel(
+        kernels.sparse_logits,
+        "sparse",
+        True,
+        _any_rows,
+        _LOGITS_ALL,
+        lambda k, r, s, o, loss, lse: k(
+            r, s, o.smoothing, _weights(o), o.softcap, _mask(o), loss, lse
+        ),
+    ),
+    _Kernel(
+        kernels.dense_logits,
+        "dense",
+        True,
+        _any_rows,
+        _LOGITS_ALL,
+        lambda k, r, s, o, loss, lse: k(
+            r, s, o.smoothing, _weights(o), o.softcap, _mask(o), loss, lse
+        ),
+    ),
+    _Kernel(
+        kernels.sparse_probs,
+        "sparse",
+        False,
+        _any_rows,
+        frozenset({"smoothing"}),
+        lambda k, r, s, o, loss, lse: k(
+            r, s, o.smoothing, *_clip_bounds(r.dtype, o.epsilon), o.renormalize, loss
+        ),
+    ),
+    _Kernel(
+        kernels.dense_probs,
+        "dense",
+        False,
+        _any_rows,
+        frozenset({"smoothing"}),
+        lambda k, r, s, o, loss, lse: k(
+            r, s, o.smoothing, *_clip_bounds(r.dtype, o.epsilon), o.renormalize, loss
+        ),
+    ),
+)
+
+
+def choose(kind: str, rows, options: RowOptions) -> _Kernel:
+    """The table's first kernel for this call."""
+    used = options.used()
+    for entry in TABLE:
+        if (
+            entry.kind == kind
+            and entry.logits == options.from_logits
+            and used <= entry.supports
+            and entry.fits(rows)
+        ):
+            return entry
+    raise AssertionError(f"no kernel for {kind}, logits={options.from_logits}, {sorted(used)}")
+
+
+def _rows(kind, rows, second, options: RowOptions):
     ready()
-    want_lse = want_lse and from_logits
-    loss, lse = _outputs(rows, want_lse)
-    weights = _NO_WEIGHTS if class_weights is None else class_weights
-    if from_logits:
-        mask = _NO_MASK if class_mask is None else class_mask
-        plain = softcap == 0.0 and class_mask is None
-        short = rows.shape[1] * rows.itemsize <= kernels.SHORT_ROW_BYTES
-        # fewer rows than threads: split each long row over the threads instead
-        # (the split kernels launch parallel loops from inside; a serial process skips them)
-        few_long = (
-            rows.shape[0] < numba.get_num_threads()
-            and rows.shape[1] >= LONG_ROW
-            and not serial_only()
-        )
-        if kind == "sparse" and plain and few_long:
-            kernels.sparse_logits_long_rows(rows, second, float(smoothing), weights, loss, lse)
-        elif kind == "dense" and plain and few_long and class_weights is None:
-            kernels.dense_logits_long_rows(rows, second, float(smoothing), loss, lse)
-        elif kind == "dense" and plain and short:
-            # many short rows: turned row blocks
-            _kernel(kernels.dense_logits_short_rows)(
-                rows, second, float(smoothing), weights, loss, lse
-            )
-        elif kind == "dense":
-            _kernel(kernels.dense_logits)(
-                rows, second, float(smoothing), weights, float(softcap), mask, loss, lse
-            )
-        elif plain and short:
-            # many short rows: turned row blocks
-            _kernel(kernels.sparse_logits_short_rows)(
-                rows, second, float(smoothing), weights, loss, lse
-            )
-        else:
-            _kernel(kernels.sparse_logits)(
-                rows, second, float(smoothing), weights, float(softcap), mask, loss, lse
-            )
-    else:
-        if class_weights is not None or softcap or class_mask is not None:
-            raise AssertionError("class weights, soft-capping and masks need logits")
-        kernel = _kernel(kernels.sparse_probs if kind == "sparse" else kernels.dense_probs)
-        lo, hi = _clip_bounds(rows.dtype, epsilon)
-        kernel(rows, second, float(smoothing), lo, hi, bool(renormalize), loss)
+    n = rows.shape[0]
+    want_lse = options.want_lse
+    loss, lse = np.empty(n, rows.dtype), np.empty(n if want_lse else 0, rows.dtype)
+    entry = choose(kind, rows, options)
+    kernel = entry.kernel if entry.fits is _long_rows else _kernel(entry.kernel)
+    entry.launch(kernel, rows, second, options, loss, lse)
     return loss, (lse if want_lse else None)
 
 
-def sparse_rows(rows, labels, **options):
+def sparse_rows(rows, labels, options: RowOptions = RowOptions()):
     """Per-row sparse cross-entropy (and log-sum-exp of logits on request).
 
     ``rows``: float32/float64 ``(N, C)``; ``labels``: int64 ``(N,)`` validated, ``IGNORED``
-    for rows that give 0.  Options (keyword-only): ``from_logits``, ``smoothing``,
-    ``epsilon``, ``renormalize`` (probabilities); ``want_lse``, ``class_weights`` (float64
-    ``(C,)``), ``softcap`` (0 for none), ``class_mask`` (bool ``(N, C)``, any strides)
-    (logits).  Returns ``(loss, lse)``, both of ``rows.dtype``; ``lse`` is ``None`` unless
-    requested (logits only).
+    for rows that give 0.  Returns ``(loss, lse)``, both of ``rows.dtype``; ``lse`` is
+    ``None`` unless ``options.want_lse``.
     """
-    return _rows("sparse", rows, labels, **options)
+    return _rows("sparse", rows, labels, options)
 
 
-def dense_rows(rows, targets, **options):
-    """Per-row categorical cross-entropy against target rows of the same shape; options as
+def dense_rows(rows, targets, options: RowOptions = RowOptions()):
+    """Per-row categorical cross-entropy against target rows of the same shape; as
     :func:`sparse_rows` (class weights multiply the targets, as PyTorch does)."""
-    return _rows("dense", rows, targets, **options)
+    return _rows("dense", rows, targets, options)
 
 
 def probability_checks(rows):

@@ -44,6 +44,17 @@ def _prepare(y_pred, axis, label_smoothing, epsilon):
 _PLAIN = LargeVocab()
 
 
+def _row_options(from_logits, smoothing, epsilon, renormalize, opts):
+    return _engine.RowOptions(
+        from_logits=from_logits,
+        smoothing=smoothing,
+        epsilon=epsilon,
+        renormalize=renormalize,
+        softcap=opts.softcap,
+        want_lse=opts.want_lse,
+    )
+
+
 def _dask_function(func, y_true, y_pred, opts, *, dense, axis, **kw):
     """A Keras-style function on dask inputs: ``func`` itself on every row block (lazy, the
     per-sample shape)."""
@@ -97,14 +108,7 @@ def _sparse(
         y_true, batch_shape, rows.shape[1], axis=axis, ignore_class=ignore_class
     )
     loss, lse = _engine.sparse_rows(
-        rows,
-        labels,
-        from_logits=bool(from_logits),
-        smoothing=smoothing,
-        epsilon=eps,
-        renormalize=renormalize,
-        softcap=opts.softcap,
-        want_lse=opts.want_lse,
+        rows, labels, _row_options(from_logits, smoothing, eps, renormalize, opts)
     )
     if opts is _PLAIN:
         return loss.reshape(batch_shape), valid
@@ -115,14 +119,7 @@ def _dense(y_true, y_pred, from_logits, label_smoothing, axis, epsilon, renormal
     pred, rows, batch_shape, ax, smoothing, eps = _prepare(y_pred, axis, label_smoothing, epsilon)
     trows, _ = to_rows(as_targets(y_true, pred.shape), ax, name="y_true")
     loss, lse = _engine.dense_rows(
-        rows,
-        trows,
-        from_logits=bool(from_logits),
-        smoothing=smoothing,
-        epsilon=eps,
-        renormalize=renormalize,
-        softcap=opts.softcap,
-        want_lse=opts.want_lse,
+        rows, trows, _row_options(from_logits, smoothing, eps, renormalize, opts)
     )
     if opts is _PLAIN:
         return loss.reshape(batch_shape)

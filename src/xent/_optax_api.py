@@ -135,10 +135,7 @@ def softmax_cross_entropy(
     loss, lse = _engine.dense_rows(
         rows,
         trows,
-        from_logits=True,
-        softcap=opts.softcap,
-        class_mask=class_rows,
-        want_lse=opts.want_lse,
+        _engine.RowOptions(softcap=opts.softcap, class_mask=class_rows, want_lse=opts.want_lse),
     )
     return _finish(loss, lse, row_mask, opts, batch_shape)
 
@@ -224,9 +221,6 @@ def softmax_cross_entropy_with_integer_labels(
     loss, lse = _engine.sparse_rows(
         rows,
         ids,
-        from_logits=True,
-        softcap=opts.softcap,
-        class_mask=class_rows,
-        want_lse=opts.want_lse,
+        _engine.RowOptions(softcap=opts.softcap, class_mask=class_rows, want_lse=opts.want_lse),
     )
     return _finish(loss, lse, row_mask, opts, batch_shape)

@@ -200,12 +200,12 @@ def log_loss(
             UserWarning,
             stacklevel=2,
         )
-    options = dict(from_logits=False, epsilon=eps, renormalize=False)
+    options = _engine.RowOptions(from_logits=False, epsilon=eps, renormalize=False)
     if y.ndim == 2:
         tmode = targets.view(np.uint8) if targets.dtype.kind == "b" else targets
-        loss, _ = _engine.dense_rows(rows, tmode, **options)
+        loss, _ = _engine.dense_rows(rows, tmode, options)
     else:
-        loss, _ = _engine.sparse_rows(rows, index, **options)
+        loss, _ = _engine.sparse_rows(rows, index, options)
     loss = loss.astype(np.float64)
     total = float(np.sum(loss if w is None else w * loss))
     if not normalize:

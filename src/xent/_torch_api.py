@@ -171,12 +171,8 @@ def _cross_entropy_parts(input, target, weight, ignore_index, smoothing, opts) -
     n_classes = rows.shape[1]
     w = as_class_weights(weight, n_classes)
     t = as_array(target, "target")
-    options = dict(
-        from_logits=True,
-        smoothing=smoothing,
-        class_weights=w,
-        softcap=opts.softcap,
-        want_lse=opts.want_lse,
+    options = _engine.RowOptions(
+        smoothing=smoothing, class_weights=w, softcap=opts.softcap, want_lse=opts.want_lse
     )
     if t.dtype.kind == "f":  # class probabilities
         if t.shape != pred.shape:
@@ -187,7 +183,7 @@ def _cross_entropy_parts(input, target, weight, ignore_index, smoothing, opts) -
         trows, _ = to_rows(
             as_targets(t, pred.shape, name="target", pred_name="input"), dim, name="target"
         )
-        loss, lse = _engine.dense_rows(rows, trows, **options)
+        loss, lse = _engine.dense_rows(rows, trows, options)
         counted = None
         divisor = count = loss.size
     else:
@@ -202,7 +198,7 @@ def _cross_entropy_parts(input, target, weight, ignore_index, smoothing, opts) -
             ignore_name="ignore_index",
             integer_only=True,
         )
-        loss, lse = _engine.sparse_rows(rows, labels, **options)
+        loss, lse = _engine.sparse_rows(rows, labels, options)
         counted = None if valid is None else valid.reshape(-1)
         count = loss.size if counted is None else int(np.count_nonzero(counted))
         if w is None:
