@@ -9,7 +9,6 @@ result does not depend on the block size beyond the rounding of that final addit
 from __future__ import annotations
 
 import mmap
-import numbers
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ from xent._inputs import (
     as_targets,
     check_ignore_class,
 )
+from xent._numbers import check_number, is_number
 
 #: Working memory a block of predictions (and dense labels) may take by default.
 DEFAULT_BLOCK_BYTES = 64 * 2**20
@@ -138,7 +138,7 @@ class _Totals:
 
 # ------------------------------------------------------------------ validation
 def check_top_k(top_k) -> tuple:
-    if isinstance(top_k, numbers.Integral) and not isinstance(top_k, bool):
+    if is_number(top_k, integral=True):
         top_k = (top_k,)
     try:
         ks = tuple(top_k)
@@ -147,8 +147,7 @@ def check_top_k(top_k) -> tuple:
             f"top_k must be an integer or a sequence of integers, got {top_k!r}"
         ) from None
     for k in ks:
-        if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
-            raise TypeError(f"top_k must hold integers, got {k!r}")
+        check_number(k, "top_k", integral=True, expected="a sequence of integers")
         if k < 1:
             raise ValueError(f"top_k values must be >= 1, got {k}")
     return tuple(sorted(set(int(k) for k in ks)))
@@ -290,13 +289,10 @@ class _Progress:
 
 
 # ------------------------------------------------------------------ the pass
-def _weights_flat(sample_weight, batch_shape, n):
+def _weights_flat(sample_weight, batch_shape):
     if sample_weight is None:
         return None
-    w = as_array(sample_weight, "sample_weight")
-    if w.shape == tuple(batch_shape) + (1,):
-        w = w[..., 0]
-    return as_sample_weight(w, batch_shape)
+    return as_sample_weight(sample_weight, batch_shape).reshape(-1)
 
 
 def evaluate_block(pred, labels, kind, *, from_logits, ignore_class, weights, totals, row_offset=0):
@@ -304,27 +300,14 @@ def evaluate_block(pred, labels, kind, *, from_logits, ignore_class, weights, to
     pred = as_predictions(pred)  # float16 and byte-swapped blocks converted here
     n, c = pred.shape
     if kind == "sparse":
-        try:
-            ids, _ = as_labels(labels, (n,), c, axis=-1, ignore_class=ignore_class)
-        except ValueError as exc:
-            raise _shift_position(exc, row_offset) from None
+        ids, _ = as_labels(
+            labels, (n,), c, axis=-1, ignore_class=ignore_class, row_offset=row_offset
+        )
         loss, rank = evaluation_rows("sparse", pred, ids, from_logits=from_logits, epsilon=EPSILON)
     else:
         t = as_targets(labels, pred.shape)
         loss, rank = evaluation_rows("dense", pred, t, from_logits=from_logits, epsilon=EPSILON)
     totals.add(loss, rank, None if weights is None else np.asarray(weights, np.float64))
-
-
-def _shift_position(exc, offset):
-    """A label error from a block, re-addressed to the row in the whole input."""
-    import re
-
-    msg = str(exc)
-    if offset:
-        msg = re.sub(r"at index (\d+)", lambda m: f"at row {int(m.group(1)) + offset}", msg)
-    else:
-        msg = msg.replace("at index", "at row")
-    return ValueError(msg)
 
 
 def evaluate(
@@ -439,15 +422,11 @@ def evaluate(
         if ignore_class is not None:
             raise ValueError("ignore_class applies to class-index labels, not to dense label rows")
         labels = y.reshape(n, c)
-    weights = _weights_flat(sample_weight, batch_shape, n)
+    weights = _weights_flat(sample_weight, batch_shape)
     if batch_size is None:
         per_row = c * rows.dtype.itemsize * (2 if kind == "dense" else 1)
         batch_size = max(1, DEFAULT_BLOCK_BYTES // per_row)
-    elif (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, numbers.Integral)
-        or batch_size < 1
-    ):
+    elif not is_number(batch_size, integral=True) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     totals = _Totals(ks)
     releases = [_PageRelease(rows), _PageRelease(labels)]
@@ -489,7 +468,7 @@ def _evaluate_dask(
         raise ValueError("y_pred must have a class axis (the last), got a scalar")
     kind = label_kind(tuple(np.shape(y_true)), pred_shape, label_format)
     if sample_weight is not None and not _dask.is_dask(sample_weight):
-        sample_weight = _weights_flat(sample_weight, pred_shape[:-1], None)
+        sample_weight = _weights_flat(sample_weight, pred_shape[:-1])
 
     def block(y, p, w=None):
         totals = _Totals(ks)

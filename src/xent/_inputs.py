@@ -8,11 +8,10 @@ Inputs are never written to.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from xent._engine import IGNORED
+from xent._numbers import check_number
 
 _FLOAT_OK = (np.float32, np.float64)
 
@@ -63,9 +62,7 @@ def as_predictions(y_pred, name: str = "y_pred", *, keep_half: bool = False) -> 
 
 def check_axis(axis) -> int:
     """An integer axis (bool and floats are a ``TypeError``)."""
-    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, numbers.Integral):
-        raise TypeError(f"axis must be an integer, got {axis!r}")
-    return int(axis)
+    return int(check_number(axis, "axis", integral=True))
 
 
 def normalize_axis(axis, ndim: int, name: str = "y_pred") -> int:
@@ -94,9 +91,7 @@ def to_rows(arr: np.ndarray, axis: int, name: str = "y_pred") -> tuple[np.ndarra
 
 def check_fraction(value, name: str, *, upper_open: bool = False) -> float:
     """A real number in ``[0, 1]`` (``[0, 1)`` with ``upper_open``) as float."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    v = float(value)
+    v = float(check_number(value, name))
     ok = 0.0 <= v < 1.0 if upper_open else 0.0 <= v <= 1.0
     if not ok:
         interval = "[0, 1)" if upper_open else "[0, 1]"
@@ -106,9 +101,7 @@ def check_fraction(value, name: str, *, upper_open: bool = False) -> float:
 
 def check_epsilon(epsilon) -> float:
     """Clipping epsilon: a real number in ``[0, 0.5)``."""
-    if isinstance(epsilon, (bool, np.bool_)) or not isinstance(epsilon, numbers.Real):
-        raise TypeError(f"epsilon must be a real number, got {epsilon!r}")
-    e = float(epsilon)
+    e = float(check_number(epsilon, "epsilon"))
     if not 0.0 <= e < 0.5:
         raise ValueError(f"epsilon must be in [0, 0.5), got {epsilon!r}")
     return e
@@ -118,16 +111,12 @@ def check_ignore_class(ignore_class, name: str = "ignore_class"):
     """``None`` or an integer label value."""
     if ignore_class is None:
         return None
-    if isinstance(ignore_class, (bool, np.bool_)) or not isinstance(ignore_class, numbers.Integral):
-        raise TypeError(f"{name} must be None or an integer, got {ignore_class!r}")
-    return int(ignore_class)
+    return int(check_number(ignore_class, name, integral=True, expected="None or an integer"))
 
 
 def check_real(value, name: str, *, positive: bool = False) -> float:
     """A finite real number that is >= 0 (> 0 with ``positive``), as float."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    v = float(value)
+    v = float(check_number(value, name))
     if not np.isfinite(v) or v < 0.0 or (positive and v == 0.0):
         bound = "> 0" if positive else ">= 0"
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
@@ -142,19 +131,49 @@ def check_finite(values: np.ndarray, name: str, where: str = "index") -> None:
         raise ValueError(f"{name} has the non-finite value {values[k]!r} at {where} {k}")
 
 
-def as_sample_weight(sample_weight, shape: tuple, name: str = "sample_weight") -> np.ndarray:
-    """Finite numeric per-sample weights as float64, broadcast to ``shape`` and flattened."""
+def fit_weight_axes(w, shape: tuple, *, keras_rules: bool = False):
+    """The axis rules of :func:`as_sample_weight` before broadcasting, for any array with
+    ``ndim``, ``shape`` and NumPy indexing (NumPy or dask)."""
+    shape = tuple(shape)
+    if w.ndim == len(shape) + 1 and w.shape[-1] == 1:
+        if keras_rules or tuple(w.shape[:-1]) == shape:
+            return w[..., 0]
+    elif keras_rules and w.ndim == len(shape) - 1 and w.ndim > 0:
+        return w[..., None]
+    return w
+
+
+def as_sample_weight(
+    sample_weight,
+    shape: tuple,
+    name: str = "sample_weight",
+    *,
+    keras_rules: bool = False,
+    finite: bool = True,
+) -> np.ndarray:
+    """Numeric per-sample weights as float64 broadcast to ``shape`` (a read-only view when
+    broadcasting): the one sample-weight policy of every front end.
+
+    A trailing axis of size 1 beyond ``shape`` is squeezed.  ``keras_rules`` adds Keras's
+    rule for one dimension fewer (a trailing axis is added: ``(N,)`` weights for ``(N, T)``
+    losses weigh each sample's row) and applies the squeeze to any axis of size 1 in that
+    place.  ``finite`` refuses NaN and infinite weights, naming the first and its position
+    (Keras does not check; its front end passes ``finite=False``).
+    """
     w = as_array(sample_weight, name)
     if w.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be numeric, got dtype {w.dtype}")
+    shape = tuple(shape)
+    w = fit_weight_axes(w.astype(np.float64), shape, keras_rules=keras_rules)
     try:
-        w = np.broadcast_to(w.astype(np.float64), tuple(shape))
+        w = np.broadcast_to(w, shape)
     except ValueError:
         raise ValueError(
-            f"{name} has shape {w.shape}, which does not broadcast to {tuple(shape)}"
+            f"{name} has shape {np.shape(sample_weight)}, which does not broadcast to the "
+            f"per-sample loss shape {shape}"
         ) from None
-    w = w.reshape(-1)
-    check_finite(w, name)
+    if finite:
+        check_finite(w.reshape(-1), name)
     return w
 
 
@@ -191,6 +210,7 @@ def as_labels(
     pred_name: str = "y_pred",
     ignore_name: str = "ignore_class",
     integer_only: bool = False,
+    row_offset: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Validated integer labels as a flat int64 array, ignored entries set to ``IGNORED``.
 
@@ -201,6 +221,8 @@ def as_labels(
     naming the first offending value and its position for NaN, non-integral or
     out-of-range labels.  ``integer_only`` refuses floats (PyTorch and optax do);
     ``ignore_name`` is how the caller's API spells ``ignore_class`` in messages.
+    ``row_offset``: the labels are one block of a longer input starting at that row, and
+    positions are reported as ``row <offset + i>`` of the whole input.
     """
     y = as_array(y_true, name)
     kind = y.dtype.kind
@@ -226,10 +248,13 @@ def as_labels(
     ignore_class = check_ignore_class(ignore_class, ignore_name)
     ignored = None if ignore_class is None else flat == ignore_class
 
+    def where(k: int) -> str:
+        return _position(k, y.shape) if row_offset is None else f"row {row_offset + k}"
+
     def fail(bad: np.ndarray, why: str):
         k = int(np.argmax(bad))
         raise ValueError(
-            f"{name} has {why} {flat[k].item()!r} at {_position(k, y.shape)}; labels must be "
+            f"{name} has {why} {flat[k].item()!r} at {where(k)}; labels must be "
             f"integers in [0, {n_classes}) (the size of {pred_name}'s class axis, axis={axis})"
             + ("" if ignore_class is None else f" or {ignore_name}={ignore_class}")
         )

@@ -14,17 +14,18 @@ from xent._engine import EPSILON
 from xent._inputs import (
     as_labels,
     as_predictions,
+    as_sample_weight,
     as_targets,
     check_axis,
     check_epsilon,
     check_fraction,
     check_ignore_class,
+    fit_weight_axes,
     normalize_axis,
     to_rows,
 )
 from xent._reduce import (
     KerasReduction,
-    broadcast_sample_weight,
     check_keras_reduction,
     keras_reduce,
 )
@@ -75,13 +76,11 @@ def _dask_function(func, y_true, y_pred, opts, *, dense, axis, **kw):
 
 def _dask_sample_weight(sample_weight, batch_shape):
     """Keras's sample-weight broadcasting for the dask path (dask or NumPy weights)."""
-    if sample_weight is None or not _dask.is_dask(sample_weight):
-        return broadcast_sample_weight(sample_weight, batch_shape)
-    w = sample_weight.astype(np.float64)
-    if w.ndim == len(batch_shape) + 1 and w.shape[-1] == 1:
-        w = w[..., 0]
-    elif w.ndim == len(batch_shape) - 1 and w.ndim > 0:
-        w = w[..., None]
+    if sample_weight is None:
+        return None
+    if not _dask.is_dask(sample_weight):
+        return as_sample_weight(sample_weight, batch_shape, keras_rules=True, finite=False)
+    w = fit_weight_axes(sample_weight.astype(np.float64), batch_shape, keras_rules=True)
     return _dask.broadcast_to(w, tuple(batch_shape))
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xent._inputs import as_array
+from xent._inputs import as_sample_weight
 
 #: The reductions a Keras-style loss object accepts (``None`` means ``"none"``).
 KERAS_REDUCTIONS = ("sum_over_batch_size", "mean", "sum", "none", None, "mean_with_sample_weight")
@@ -20,31 +20,6 @@ def check_keras_reduction(reduction):
         allowed = ", ".join(repr(r) for r in KERAS_REDUCTIONS)
         raise ValueError(f"reduction={reduction!r} is not supported; use one of {allowed}")
     return reduction
-
-
-def broadcast_sample_weight(sample_weight, shape: tuple) -> np.ndarray | None:
-    """Sample weights as float64 broadcast to the per-sample ``shape`` (Keras rules).
-
-    As Keras does, a weight with one dimension more whose last axis has size 1 is squeezed,
-    and one with one dimension fewer gets a trailing axis, before broadcasting.
-    """
-    if sample_weight is None:
-        return None
-    w = as_array(sample_weight, "sample_weight")
-    if w.dtype.kind not in "biuf":
-        raise TypeError(f"sample_weight must be numeric, got dtype {w.dtype}")
-    w = w.astype(np.float64)
-    if w.ndim == len(shape) + 1 and w.shape[-1] == 1:
-        w = w[..., 0]
-    elif w.ndim == len(shape) - 1 and w.ndim > 0:
-        w = w[..., None]
-    try:
-        return np.broadcast_to(w, shape)
-    except ValueError:
-        raise ValueError(
-            f"sample_weight has shape {np.shape(sample_weight)}, which does not broadcast to "
-            f"the per-sample loss shape {tuple(shape)}"
-        ) from None
 
 
 class KerasReduction:
@@ -100,7 +75,9 @@ def keras_reduce(losses: np.ndarray, sample_weight, valid, reduction, dtype):
 
     ``valid`` is the boolean mask of counted entries (``ignore_class``), or ``None``.
     """
-    w = broadcast_sample_weight(sample_weight, losses.shape)
+    w = None
+    if sample_weight is not None:
+        w = as_sample_weight(sample_weight, losses.shape, keras_rules=True, finite=False)
     if reduction is None or reduction == "none":
         return losses if w is None else (losses * w).astype(dtype, copy=False)
     rule = KerasReduction(reduction, weighted=w is not None)

@@ -32,7 +32,8 @@ import sys
 import threading
 
 import numba
-import numpy as np
+
+from xent._numbers import check_number
 
 _lock = threading.Lock()
 _ready = False
@@ -180,8 +181,7 @@ def set_num_threads(n: int) -> None:
     1
     >>> xent.set_num_threads(xent.max_threads())
     """
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"n must be an integer, got {n!r}")
+    check_number(n, "n", integral=True)
     top = max_threads()
     if not 1 <= n <= top:
         raise ValueError(f"n must be between 1 and {top} (NUMBA_NUM_THREADS), got {n}")
