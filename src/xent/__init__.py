@@ -11,12 +11,8 @@ semantics, the command line (``xent``) and the benchmarks.
 
 from xent._engine import threading_layer
 from xent._evaluate import Evaluation, evaluate
-from xent._keras_api import (
-    CategoricalCrossentropy,
-    SparseCategoricalCrossentropy,
-    categorical_crossentropy,
-    sparse_categorical_crossentropy,
-)
+from xent._keras_api import categorical_crossentropy, sparse_categorical_crossentropy
+from xent._keras_losses import CategoricalCrossentropy, SparseCategoricalCrossentropy
 from xent._optax_api import (
     softmax_cross_entropy,
     softmax_cross_entropy_with_integer_labels,
