@@ -16,10 +16,3 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
-
-
-def tolerances(dtype):
-    """(rtol, atol) for comparing a kernel against the float64 reference."""
-    if np.dtype(dtype) == np.float64:
-        return 1e-12, 1e-12
-    return 1e-5, 1e-5

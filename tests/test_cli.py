@@ -1,7 +1,10 @@
 """The command line and the benchmark runner (tiny shapes: correctness, not speed)."""
 
+import dataclasses
 import json
 import sys
+
+import pytest
 
 from xent import bench
 
@@ -31,6 +34,34 @@ def test_bench_runner_checks_every_result():
     json.dumps(report)  # JSON-ready
 
 
+@pytest.mark.slow
 def test_bench_cli_json():
-    run = run_isolated([sys.executable, "-m", "xent", "bench", "--help"], timeout=600)
-    assert run.returncode == 0 and "--quick" in run.stdout and "--plot" in run.stdout
+    """``xent bench --quick --json``: every entry ran, was checked against the float64
+    value and is reported with its timing and the machine it ran on."""
+    run = run_isolated(
+        [
+            sys.executable,
+            "-m",
+            "xent",
+            "bench",
+            "--quick",
+            "--json",
+            "--repeat",
+            "1",
+            "--budget",
+            "0.05",
+        ],
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["machine"]["cpu"] and report["threading_layer"] in ("tbb", "omp")
+    assert [e["case"] for e in report["results"]] == [dataclasses.asdict(c) for c in bench.QUICK]
+    for entry in report["results"]:
+        impls = {r["impl"]: r for r in entry["results"]}
+        assert {"row-sum baseline", "xent sparse", "xent categorical"} <= set(impls)
+        for r in entry["results"]:
+            assert r["correct"] is True and r["ms"] > 0, r
+            if r["loss"] != "baseline":
+                assert abs(r["value"] - entry["expected"]) <= 1e-4 * abs(entry["expected"]), r
+    assert report["startup"] is not None

@@ -6,6 +6,7 @@ import pytest
 import xent
 
 import reference
+from helpers import per_thread_count, tolerances
 
 DTYPES = [np.float32, np.float64]
 
@@ -88,7 +89,6 @@ def test_guessed_shift_far_below_the_maximum(rng, dtype, gap):
     maximum lies `gap` above them exercise the accepted path (small gaps) and the exact
     fallback (large gaps, including a sum that would overflow)."""
     import reference
-    from conftest import tolerances
 
     n, c = 40, 300
     z = rng.standard_normal((n, c))
@@ -200,7 +200,6 @@ def test_few_very_long_rows_are_split_over_threads():
     number of pieces computed on all threads.  Checked against the reference, including a
     row whose first logits lie far below its maximum (the exact path) and NaN / all -inf
     rows, and bit for bit across thread counts (the pieces do not depend on them)."""
-    import numba
 
     from xent import _engine, kernels
 
@@ -234,16 +233,16 @@ def test_few_very_long_rows_are_split_over_threads():
                 got = xent.categorical_crossentropy(t, zd, from_logits=True, label_smoothing=ls)
                 want = reference.categorical_crossentropy(t, zd.astype(np.float64), True, ls)
                 np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol, equal_nan=True)
+
             # the split kernels give the same bits on one thread and on all of them
-            outs = []
-            for threads in (1, numba.config.NUMBA_NUM_THREADS):
-                numba.set_num_threads(threads)
+            def split(zd=zd, t=t, dtype=dtype):
                 a, b, lse = np.empty(1, dtype), np.empty(1, dtype), np.empty(1, dtype)
                 kernels.sparse_logits_long_rows(zd, y, 0.1, np.empty(0), a, lse)
                 kernels.dense_logits_long_rows(zd, t.astype(dtype), 0.1, b, lse)
-                outs.append((a.tobytes(), b.tobytes(), lse.tobytes()))
-            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-            assert outs[0] == outs[1]
+                return a.tobytes(), b.tobytes(), lse.tobytes()
+
+            outs = per_thread_count(split)
+            assert all(o == outs[0] for o in outs[1:])
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.2])

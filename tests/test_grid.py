@@ -10,7 +10,7 @@ import pytest
 import xent
 
 import reference
-from conftest import tolerances
+from helpers import layouts, tolerances
 
 CLASSES = [1, 7, 8, 15, 16, 17, 127, 128, 129, 1000, 2500]
 DTYPES = [np.float32, np.float64]
@@ -146,23 +146,6 @@ def test_any_class_axis(rng, axis, from_logits):
         check(got, want, np.float64)
 
 
-def _layouts(a):
-    """The same values in different memory layouts (all read-only views or copies)."""
-    ro = a.copy()
-    ro.flags.writeable = False
-    rev = np.ascontiguousarray(a[::-1])[::-1]  # negative strides
-    wide = np.zeros((a.shape[0], a.shape[1] * 2), a.dtype)
-    wide[:, ::2] = a
-    return {
-        "C": a,
-        "F": np.asfortranarray(a),
-        "negative-strides": rev,
-        "strided-columns": wide[:, ::2],
-        "read-only": ro,
-        "byte-swapped": a.astype(a.dtype.newbyteorder(">")),
-    }
-
-
 @pytest.mark.parametrize("from_logits", [True, False])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_layouts_give_the_same_answer(rng, dtype, from_logits):
@@ -171,10 +154,10 @@ def test_layouts_give_the_same_answer(rng, dtype, from_logits):
     y = rng.integers(0, 20, 33)
     want_s, _ = reference.sparse_categorical_crossentropy(y, z, from_logits, dtype=dtype)
     want_d = reference.categorical_crossentropy(t, z, from_logits, dtype=dtype)
-    for zz in _layouts(z).values():
+    for zz in layouts(z).values():
         got = xent.sparse_categorical_crossentropy(y, zz, from_logits)
         check(got, want_s, dtype)
-        for tt in _layouts(t).values():
+        for tt in layouts(t).values():
             got = xent.categorical_crossentropy(tt, zz, from_logits)
             check(got, want_d, dtype)
 

@@ -10,7 +10,7 @@ import pytest
 import xent
 
 import reference as ref
-from conftest import tolerances
+from helpers import tolerances
 from subproc import run_isolated
 
 

@@ -7,7 +7,7 @@ import pytest
 import xent
 
 import reference as ref
-from conftest import tolerances
+from helpers import tolerances
 
 LOGITS = np.array([[1.2, -0.8, -0.5], [0.9, -1.2, 1.1]], np.float32)
 ONE_HOT = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], np.float32)

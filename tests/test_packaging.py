@@ -25,6 +25,7 @@ INSTALL_TIMEOUT = 900
 RUN_TIMEOUT = 120
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(not (ROOT / "pyproject.toml").exists(), reason="needs the source tree"),
     pytest.mark.skipif(
         not LINUX_X86_64,

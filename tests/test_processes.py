@@ -16,6 +16,8 @@ import pytest
 
 from subproc import run_isolated, run_python
 
+pytestmark = pytest.mark.slow
+
 LINUX_X86_64 = sys.platform == "linux" and platform.machine() in ("x86_64", "AMD64")
 
 

@@ -1,6 +1,5 @@
 """Hypothesis properties: sparse == dense on one-hot targets, row order, thread count."""
 
-import numba
 import numpy as np
 import pytest
 from hypothesis import given
@@ -10,7 +9,7 @@ from hypothesis.extra import numpy as hnp
 import xent
 
 import reference
-from conftest import tolerances
+from helpers import per_thread_count, tolerances
 
 
 @st.composite
@@ -62,32 +61,22 @@ def test_row_order_invariance(problem, random):
     np.testing.assert_allclose(loss(y, z), loss(y[perm], z[perm]), rtol=rtol)
 
 
-@pytest.fixture
-def restore_threads():
-    n = numba.get_num_threads()
-    yield
-    numba.set_num_threads(n)
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_thread_count_invariance(restore_threads, dtype):
+def test_thread_count_invariance(dtype):
     rng = np.random.default_rng(7)
     z = rng.standard_normal((3001, 257)).astype(dtype)
     t = rng.random((3001, 257)).astype(dtype)
     y = rng.integers(0, 257, 3001)
     p = np.abs(z) + dtype(0.01)
-    results = []
-    for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
-        numba.set_num_threads(threads)
-        results.append(
-            [
-                xent.SparseCategoricalCrossentropy(True, label_smoothing=0.1)(y, z),
-                xent.CategoricalCrossentropy(True)(t, z),
-                xent.SparseCategoricalCrossentropy()(y, p),
-                xent.CategoricalCrossentropy(label_smoothing=0.2)(t, p),
-                xent.sparse_categorical_crossentropy(y, z, True),
-            ]
-        )
+    results = per_thread_count(
+        lambda: [
+            xent.SparseCategoricalCrossentropy(True, label_smoothing=0.1)(y, z),
+            xent.CategoricalCrossentropy(True)(t, z),
+            xent.SparseCategoricalCrossentropy()(y, p),
+            xent.CategoricalCrossentropy(label_smoothing=0.2)(t, p),
+            xent.sparse_categorical_crossentropy(y, z, True),
+        ]
+    )
     for other in results[1:]:
         for a, b in zip(results[0], other):
             np.testing.assert_array_equal(a, b)  # bit-identical

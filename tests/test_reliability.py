@@ -17,6 +17,7 @@ import pytest
 
 import xent
 
+from helpers import thread_counts
 from subproc import kill_group, run_python
 
 TIMEOUT = 600
@@ -74,6 +75,7 @@ def test_workqueue_is_refused_not_aborting():
     assert "refused:" in run.stdout and "workqueue" in run.stdout
 
 
+@pytest.mark.slow
 def test_compiled_kernel_cache_shared_by_concurrent_processes(tmp_path):
     """Several processes compile into, then load from, one empty cache at the same time
     (numba#4807 reported segfaults in such a race)."""
@@ -118,7 +120,7 @@ def restore_threads():
 
 
 def test_set_num_threads_results_bit_identical(restore_threads):
-    counts = sorted({1, min(2, xent.max_threads()), xent.max_threads()})
+    counts = thread_counts()
     results = []
     for n in counts:
         xent.set_num_threads(n)

@@ -2,14 +2,13 @@
 kernels, which own the edge rules, and against the reference: every option, layout, block
 boundary and special row, so the turned-block arithmetic can never drift from the rest."""
 
-import numba
 import numpy as np
 import pytest
 
 from xent import kernels
 
 import reference
-from conftest import tolerances
+from helpers import per_thread_count, tolerances
 
 N = 3 * 64 + 5  # three full blocks and a partial one
 NO_MASK = np.empty((0, 0), np.bool_)
@@ -166,19 +165,14 @@ def test_short_rows_do_not_depend_on_thread_count():
     z = rng.standard_normal((20_000, 10)).astype(np.float32)
     labels = rng.integers(0, 10, 20_000)
     t = np.eye(10, dtype=np.float32)[labels]
-    results = []
-    before = numba.get_num_threads()
-    try:
-        for threads in sorted({1, before}):
-            numba.set_num_threads(threads)
-            a, b = np.empty(20_000, np.float32), np.empty(20_000, np.float32)
-            kernels.sparse_logits_short_rows(
-                z, labels, 0.1, np.empty(0), a, np.empty(0, np.float32)
-            )
-            kernels.dense_logits_short_rows(z, t, 0.1, np.empty(0), b, np.empty(0, np.float32))
-            results.append((a, b))
-    finally:
-        numba.set_num_threads(before)
+
+    def compute():
+        a, b = np.empty(20_000, np.float32), np.empty(20_000, np.float32)
+        kernels.sparse_logits_short_rows(z, labels, 0.1, np.empty(0), a, np.empty(0, np.float32))
+        kernels.dense_logits_short_rows(z, t, 0.1, np.empty(0), b, np.empty(0, np.float32))
+        return a, b
+
+    results = per_thread_count(compute)
     for a, b in results[1:]:
         np.testing.assert_array_equal(a, results[0][0])
         np.testing.assert_array_equal(b, results[0][1])

@@ -9,7 +9,7 @@ import pytest
 import xent
 
 import reference as ref
-from conftest import tolerances
+from helpers import tolerances
 
 LOGITS = [[1, 2, 3], [0, 0, 0], [2, -1, 0.5], [0.3, 0.2, 0.1]]
 TARGET = [2, 0, 1, -100]
