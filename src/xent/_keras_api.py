@@ -37,13 +37,8 @@ _PLAIN = LargeVocab()
 
 
 def _row_options(from_logits, smoothing, epsilon, renormalize, opts):
-    return _engine.RowOptions(
-        from_logits=from_logits,
-        smoothing=smoothing,
-        epsilon=epsilon,
-        renormalize=renormalize,
-        softcap=opts.softcap,
-        want_lse=opts.want_lse,
+    return opts.row_options(
+        from_logits=from_logits, smoothing=smoothing, epsilon=epsilon, renormalize=renormalize
     )
 
 

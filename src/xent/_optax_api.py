@@ -135,7 +135,7 @@ def softmax_cross_entropy(
     loss, lse = _engine.dense_rows(
         rows,
         trows,
-        _engine.RowOptions(softcap=opts.softcap, class_mask=class_rows, want_lse=opts.want_lse),
+        opts.row_options(class_mask=class_rows),
     )
     return _finish(loss, lse, row_mask, opts, batch_shape)
 
@@ -221,6 +221,6 @@ def softmax_cross_entropy_with_integer_labels(
     loss, lse = _engine.sparse_rows(
         rows,
         ids,
-        _engine.RowOptions(softcap=opts.softcap, class_mask=class_rows, want_lse=opts.want_lse),
+        opts.row_options(class_mask=class_rows),
     )
     return _finish(loss, lse, row_mask, opts, batch_shape)

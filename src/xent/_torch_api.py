@@ -171,9 +171,7 @@ def _cross_entropy_parts(input, target, weight, ignore_index, smoothing, opts) -
     n_classes = rows.shape[1]
     w = as_class_weights(weight, n_classes)
     t = as_array(target, "target")
-    options = _engine.RowOptions(
-        smoothing=smoothing, class_weights=w, softcap=opts.softcap, want_lse=opts.want_lse
-    )
+    options = opts.row_options(smoothing=smoothing, class_weights=w)
     if t.dtype.kind == "f":  # class probabilities
         if t.shape != pred.shape:
             raise ValueError(

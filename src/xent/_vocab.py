@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from xent._engine import RowOptions
 from xent._inputs import check_real
 
 
@@ -37,6 +38,11 @@ class LargeVocab:
     @property
     def extra_outputs(self) -> bool:
         return self.return_lse or self.return_z_loss
+
+    def row_options(self, **fields) -> RowOptions:
+        """The engine's options for a call: these per-element options plus the front end's
+        own ``fields`` (smoothing, class weights, masks, ...)."""
+        return RowOptions(softcap=self.softcap, want_lse=self.want_lse, **fields)
 
 
 def check_large_vocab(z_loss, softcap, return_lse, return_z_loss, *, from_logits=True):
