@@ -136,3 +136,26 @@ def test_class_axis_not_last(data):
         xent.categorical_crossentropy(dt, dz, from_logits=True, axis=0),
         xent.categorical_crossentropy(tt, zt, from_logits=True, axis=0),
     )
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted,ignore", list(itertools.product([False, True], repeat=2)))
+def test_nll_loss(data, reduction, weighted, ignore):
+    z, y, _, _, cw = data
+    log_p = z - np.log(np.exp(z).sum(1, keepdims=True))
+    y = np.where(y == 4, -100, y) if ignore else y
+    kw = dict(weight=cw if weighted else None, reduction=reduction)
+    same(xent.nll_loss(lazy(log_p), lazy(y), **kw), xent.nll_loss(log_p, y, **kw))
+
+
+@pytest.mark.parametrize("z_loss,softcap", [(0.0, None), (0.1, 5.0)])
+def test_optax_functions(data, z_loss, softcap):
+    z, y, t, _, _ = data
+    kw = dict(z_loss=z_loss, softcap=softcap)
+    same(xent.softmax_cross_entropy(lazy(z), lazy(t), **kw), xent.softmax_cross_entropy(z, t, **kw))
+    same(
+        xent.softmax_cross_entropy_with_integer_labels(lazy(z), lazy(y), **kw),
+        xent.softmax_cross_entropy_with_integer_labels(z, y, **kw),
+    )
+    with pytest.raises(ValueError, match="not available for dask inputs"):
+        xent.softmax_cross_entropy(lazy(z), lazy(t), where=np.ones(z.shape, bool))

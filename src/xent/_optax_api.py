@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xent import _engine
+from xent import _dask, _engine
 from xent._inputs import (
     as_array,
     as_labels,
@@ -53,6 +53,18 @@ def _where(where, logits: np.ndarray, ax: int):
     raise ValueError(
         f"where must have {logits.ndim - 1} dimensions (one flag per example) or "
         f"{logits.ndim} (per class, broadcast to logits {logits.shape}); got shape {m.shape}"
+    )
+
+
+def _dask_per_example(func, logits, labels, axis, where, opts, kind, **kw):
+    """An optax function on dask arrays: ``func`` on every row block (lazy, per example)."""
+    if where is not None or opts.extra_outputs:
+        raise ValueError("where, return_lse and return_z_loss are not available for dask inputs")
+    dtype = (
+        np.float64 if np.dtype(getattr(logits, "dtype", np.float64)) == np.float64 else np.float32
+    )
+    return _dask.per_sample(
+        lambda y, z: func(z, y, axis=-1, **kw), labels, logits, axis=axis, kind=kind, dtype=dtype
     )
 
 
@@ -119,6 +131,18 @@ def softmax_cross_entropy(
     [0.126928, 2.215519]
     """
     opts = check_large_vocab(z_loss, softcap, return_lse, return_z_loss)
+    if _dask.is_dask(logits) or _dask.is_dask(labels):
+        return _dask_per_example(
+            softmax_cross_entropy,
+            logits,
+            labels,
+            axis,
+            where,
+            opts,
+            "dense",
+            z_loss=z_loss,
+            softcap=softcap,
+        )
     z = as_predictions(logits, "logits")
     ax = normalize_axis(axis, z.ndim, name="logits")
     t = as_array(labels, "labels")
@@ -195,6 +219,18 @@ def softmax_cross_entropy_with_integer_labels(
     [0.27613, 0.0]
     """
     opts = check_large_vocab(z_loss, softcap, return_lse, return_z_loss)
+    if _dask.is_dask(logits) or _dask.is_dask(labels):
+        return _dask_per_example(
+            softmax_cross_entropy_with_integer_labels,
+            logits,
+            labels,
+            axis,
+            where,
+            opts,
+            "sparse",
+            z_loss=z_loss,
+            softcap=softcap,
+        )
     z = as_predictions(logits, "logits")
     ax = normalize_axis(axis, z.ndim, name="logits")
     rows, batch_shape = to_rows(z, ax, name="logits")

@@ -280,6 +280,17 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     """
     reduction = _check_reduction(reduction)
     ignore_index = check_ignore_class(ignore_index, "ignore_index")
+    if _dask.is_dask(input) or _dask.is_dask(target):
+        return _dask_nll_loss(input, target, weight, ignore_index, reduction)
+    loss, divisor, batch_shape = _nll_parts(input, target, weight, ignore_index)
+    if reduction == "none":
+        return loss.reshape(batch_shape)
+    rule = TorchReduction(reduction)
+    return rule.combine(rule.partials(loss, divisor, None, 0), loss.dtype)
+
+
+def _nll_parts(input, target, weight, ignore_index):
+    """Per-element ``-w_y x_y`` (0 where ignored), the ``"mean"`` divisor and the shape."""
     pred = as_predictions(input, "input")
     dim = _class_dim(pred)
     rows, batch_shape = to_rows(pred, dim, name="input")
@@ -302,7 +313,36 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     scale = np.ones(labels.shape) if w is None else w[safe]
     loss = np.where(keep, -scale * picked, 0.0).astype(rows.dtype)
     divisor = np.sum(np.where(keep, scale, 0.0), dtype=np.float64)
+    return loss, divisor, batch_shape
+
+
+def _dask_nll_loss(input, target, weight, ignore_index, reduction):
+    """:func:`nll_loss` on dask arrays of shape ``(N, C)``, as :func:`_dask_cross_entropy`."""
+    if len(input.shape) != 2:
+        raise ValueError("dask inputs to nll_loss must have shape (N, C)")
+    dtype = np.float64 if np.dtype(input.dtype) == np.float64 else np.float32
     if reduction == "none":
-        return loss.reshape(batch_shape)
+        return _dask.per_sample(
+            lambda y, p: _nll_parts(p, y, weight, ignore_index)[0],
+            target,
+            input,
+            axis=1,
+            kind="sparse",
+            dtype=dtype,
+        )
     rule = TorchReduction(reduction)
-    return rule.combine(rule.partials(loss, divisor, None, 0), loss.dtype)
+
+    def block(y, p):
+        loss, divisor, _ = _nll_parts(p, y, weight, ignore_index)
+        return rule.partials(loss, divisor, None, 0)
+
+    return _dask.reduced(
+        block,
+        target,
+        input,
+        axis=1,
+        kind="sparse",
+        n_parts=rule.n_parts,
+        combine=lambda s: rule.combine(s, dtype),
+        dtype=dtype,
+    )
