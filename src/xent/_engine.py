@@ -163,82 +163,49 @@ class _Kernel:
 _LOGITS_ALL = frozenset({"smoothing", "want_lse", "class_weights", "softcap", "class_mask"})
 _PLAIN = frozenset({"smoothing", "want_lse", "class_weights"})
 
+
+# How each family of kernels takes its arguments: (kernel, rows, second, options, loss, lse).
+def _launch_plain(k, r, s, o, loss, lse):
+    k(r, s, o.smoothing, _weights(o), loss, lse)
+
+
+def _launch_dense_split(k, r, s, o, loss, lse):
+    k(r, s, o.smoothing, loss, lse)
+
+
+def _launch_logits(k, r, s, o, loss, lse):
+    k(r, s, o.smoothing, _weights(o), o.softcap, _mask(o), loss, lse)
+
+
+def _launch_probs(k, r, s, o, loss, lse):
+    k(r, s, o.smoothing, *_clip_bounds(r.dtype, o.epsilon), o.renormalize, loss)
+
+
+_SMOOTHING = frozenset({"smoothing"})
+
 #: Every kernel and what it supports, most specialised first: the first row whose kind,
 #: input, shape test and supported features cover a call runs it.
+# fmt: off
 TABLE = (
-    _Kernel(
-        kernels.sparse_logits_long_rows,
-        "sparse",
-        True,
-        _long_rows,
-        _PLAIN,
-        lambda k, r, s, o, loss, lse: k(r, s, o.smoothing, _weights(o), loss, lse),
-    ),
-    _Kernel(
-        kernels.dense_logits_long_rows,
-        "dense",
-        True,
-        _long_rows,
-        frozenset({"smoothing", "want_lse"}),
-        lambda k, r, s, o, loss, lse: k(r, s, o.smoothing, loss, lse),
-    ),
-    _Kernel(
-        kernels.sparse_logits_short_rows,
-        "sparse",
-        True,
-        _short_rows,
-        _PLAIN,
-        lambda k, r, s, o, loss, lse: k(r, s, o.smoothing, _weights(o), loss, lse),
-    ),
-    _Kernel(
-        kernels.dense_logits_short_rows,
-        "dense",
-        True,
-        _short_rows,
-        _PLAIN,
-        lambda k, r, s, o, loss, lse: k(r, s, o.smoothing, _weights(o), loss, lse),
-    ),
-    _Kernel(
-        kernels.sparse_logits,
-        "sparse",
-        True,
-        _any_rows,
-        _LOGITS_ALL,
-        lambda k, r, s, o, loss, lse: k(
-            r, s, o.smoothing, _weights(o), o.softcap, _mask(o), loss, lse
-        ),
-    ),
-    _Kernel(
-        kernels.dense_logits,
-        "dense",
-        True,
-        _any_rows,
-        _LOGITS_ALL,
-        lambda k, r, s, o, loss, lse: k(
-            r, s, o.smoothing, _weights(o), o.softcap, _mask(o), loss, lse
-        ),
-    ),
-    _Kernel(
-        kernels.sparse_probs,
-        "sparse",
-        False,
-        _any_rows,
-        frozenset({"smoothing"}),
-        lambda k, r, s, o, loss, lse: k(
-            r, s, o.smoothing, *_clip_bounds(r.dtype, o.epsilon), o.renormalize, loss
-        ),
-    ),
-    _Kernel(
-        kernels.dense_probs,
-        "dense",
-        False,
-        _any_rows,
-        frozenset({"smoothing"}),
-        lambda k, r, s, o, loss, lse: k(
-            r, s, o.smoothing, *_clip_bounds(r.dtype, o.epsilon), o.renormalize, loss
-        ),
-    ),
+    #       kernel                            kind      logits  rows         supports
+    _Kernel(kernels.sparse_logits_long_rows,  "sparse", True,  _long_rows,  _PLAIN,
+            _launch_plain),
+    _Kernel(kernels.dense_logits_long_rows,   "dense",  True,  _long_rows,
+            frozenset({"smoothing", "want_lse"}), _launch_dense_split),
+    _Kernel(kernels.sparse_logits_short_rows, "sparse", True,  _short_rows, _PLAIN,
+            _launch_plain),
+    _Kernel(kernels.dense_logits_short_rows,  "dense",  True,  _short_rows, _PLAIN,
+            _launch_plain),
+    _Kernel(kernels.sparse_logits,            "sparse", True,  _any_rows,   _LOGITS_ALL,
+            _launch_logits),
+    _Kernel(kernels.dense_logits,             "dense",  True,  _any_rows,   _LOGITS_ALL,
+            _launch_logits),
+    _Kernel(kernels.sparse_probs,             "sparse", False, _any_rows,   _SMOOTHING,
+            _launch_probs),
+    _Kernel(kernels.dense_probs,              "dense",  False, _any_rows,   _SMOOTHING,
+            _launch_probs),
 )
+# fmt: on
 
 
 def choose(kind: str, rows, options: RowOptions) -> _Kernel:
