@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from xent._engine import IGNORED
+from xent._frameworks import bfloat16_bits_to_float32, is_bfloat16, to_numpy
 from xent._numbers import check_number
 
 _FLOAT_OK = (np.float32, np.float64)
@@ -28,7 +29,9 @@ def _native(arr: np.ndarray) -> np.ndarray:
 
 
 def as_array(x, name: str) -> np.ndarray:
-    """``np.asarray`` with an error that names the argument."""
+    """``np.asarray`` with an error that names the argument; torch tensors, JAX arrays and
+    DLPack objects are read in place, bfloat16 widened to float32 (``_frameworks``)."""
+    x = to_numpy(x, name)
     try:
         return np.asarray(x)
     except Exception as exc:  # ragged lists and the like
@@ -44,6 +47,8 @@ def as_predictions(y_pred, name: str = "y_pred", *, keep_half: bool = False) -> 
     (a memory map must not be copied whole); ndarrays are then never copied.
     """
     arr = y_pred if isinstance(y_pred, np.ndarray) else as_array(y_pred, name)
+    if is_bfloat16(arr.dtype):  # ml_dtypes.bfloat16 NumPy arrays (JAX's bfloat16)
+        return arr if keep_half else bfloat16_bits_to_float32(arr)
     kind = arr.dtype.kind
     if kind != "f":
         raise TypeError(

@@ -11,6 +11,7 @@ import numpy as np
 
 from xent import _dask, _engine
 from xent._engine import EPSILON
+from xent._frameworks import returns_like_inputs
 from xent._inputs import (
     as_labels,
     as_predictions,
@@ -101,6 +102,7 @@ def _dense(y_true, y_pred, from_logits, label_smoothing, axis, epsilon, renormal
     return _with_vocab(loss, lse, None, opts, batch_shape)
 
 
+@returns_like_inputs
 def sparse_categorical_crossentropy(
     y_true,
     y_pred,
@@ -212,6 +214,7 @@ def sparse_categorical_crossentropy(
     return out
 
 
+@returns_like_inputs
 def categorical_crossentropy(
     y_true,
     y_pred,

@@ -8,6 +8,7 @@ import numpy as np
 
 from xent import _dask
 from xent._engine import EPSILON
+from xent._frameworks import returns_like_inputs
 from xent._inputs import (
     as_sample_weight,
     check_axis,
@@ -46,10 +47,12 @@ class _KerasLoss:
     def _per_sample(self, y_true, y_pred, axis=None):  # pragma: no cover - overridden
         raise NotImplementedError
 
+    @returns_like_inputs
     def call(self, y_true, y_pred):
         """Per-sample losses, before sample weighting and reduction."""
         return self._per_sample(y_true, y_pred)[0]
 
+    @returns_like_inputs
     def __call__(self, y_true, y_pred, sample_weight=None):
         if _dask.is_dask(y_pred) or _dask.is_dask(y_true) or _dask.is_dask(sample_weight):
             return self._call_dask(y_true, y_pred, sample_weight)

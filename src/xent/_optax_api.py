@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from xent import _dask, _engine
+from xent._frameworks import returns_like_inputs
 from xent._inputs import (
     as_array,
     as_labels,
@@ -74,6 +75,7 @@ def _finish(loss, lse, row_mask, opts, batch_shape):
     return finish(loss, lse, row_mask, opts, batch_shape)
 
 
+@returns_like_inputs
 def softmax_cross_entropy(
     logits,
     labels,
@@ -164,6 +166,7 @@ def softmax_cross_entropy(
     return _finish(loss, lse, row_mask, opts, batch_shape)
 
 
+@returns_like_inputs
 def softmax_cross_entropy_with_integer_labels(
     logits,
     labels,

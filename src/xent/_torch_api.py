@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from xent import _dask, _engine
+from xent._frameworks import returns_like_inputs
 from xent._inputs import (
     as_array,
     as_class_weights,
@@ -39,6 +40,7 @@ def _class_dim(pred: np.ndarray, name: str = "input") -> int:
     return 0 if pred.ndim == 1 else 1
 
 
+@returns_like_inputs
 def cross_entropy(
     input,
     target,
@@ -237,6 +239,7 @@ def _dask_cross_entropy(input, target, weight, ignore_index, reduction, smoothin
     )
 
 
+@returns_like_inputs
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     r"""Negative log-likelihood from log-probabilities (``torch.nn.functional.nll_loss``).
 
