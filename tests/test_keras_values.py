@@ -129,3 +129,18 @@ def test_loss_object_config_and_call():
     z = np.array([[1.0, 2.0, 3.0, 4.0]])
     want, _ = reference.sparse_categorical_crossentropy([2], z, True, 3, -1, 0.2)
     np.testing.assert_allclose(loss.call([2], z), want, rtol=1e-12)
+
+
+def test_labels_with_a_singleton_class_axis_are_squeezed_there():
+    """Keras 3: sparse labels of the predictions' rank with size 1 at ``axis`` are squeezed
+    at that axis (its losses test: y_true (2, 1, 4, 4), y_pred (2, 2, 4, 4), axis=1)."""
+    rng = np.random.default_rng(0)
+    p = rng.random((2, 2, 4, 4))
+    y = rng.integers(0, 2, (2, 1, 4, 4))
+    out = xent.sparse_categorical_crossentropy(y, p, axis=1)
+    assert out.shape == (2, 4, 4)
+    np.testing.assert_array_equal(out, xent.sparse_categorical_crossentropy(y[:, 0], p, axis=1))
+    loss = xent.SparseCategoricalCrossentropy(axis=1, reduction="none")
+    np.testing.assert_array_equal(loss(y, p), out)
+    with pytest.raises(ValueError, match=r"y_true has shape \(2, 2, 4, 4\)"):
+        xent.sparse_categorical_crossentropy(np.zeros((2, 2, 4, 4), int), p, axis=1)

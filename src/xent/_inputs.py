@@ -241,13 +241,23 @@ def as_labels(
     y = _native(y)
     batch_shape = tuple(batch_shape)
     if y.shape != batch_shape:
-        if y.ndim == len(batch_shape) + 1 and y.shape[-1] == 1 and y.shape[:-1] == batch_shape:
+        # Keras: labels of the predictions' rank with size 1 at the class axis are squeezed
+        # there; a trailing axis of size 1 is squeezed too
+        ax = axis % y.ndim if y.ndim and -y.ndim <= axis < y.ndim else None
+        if (
+            y.ndim == len(batch_shape) + 1
+            and ax is not None
+            and y.shape[ax] == 1
+            and y.shape[:ax] + y.shape[ax + 1 :] == batch_shape
+        ):
+            y = y.reshape(batch_shape)
+        elif y.ndim == len(batch_shape) + 1 and y.shape[-1] == 1 and y.shape[:-1] == batch_shape:
             y = y[..., 0]
         else:
             raise ValueError(
                 f"{name} has shape {y.shape} but {pred_name} with the class axis (axis={axis}) "
                 f"removed has shape {batch_shape}; sparse labels need that shape "
-                f"(or a trailing axis of size 1)"
+                f"(or an axis of size 1 at the class axis or at the end)"
             )
     flat = y.reshape(-1)
     ignore_class = check_ignore_class(ignore_class, ignore_name)
