@@ -30,6 +30,12 @@ def _da():
     return da
 
 
+def result_dtype(pred):
+    """The float type of the losses for predictions ``pred`` (float64 stays float64; every
+    other float type is computed in float32), known without computing anything."""
+    return np.float64 if np.dtype(getattr(pred, "dtype", np.float64)) == np.float64 else np.float32
+
+
 def broadcast_to(x, shape):
     """``dask.array.broadcast_to``."""
     return _da().broadcast_to(x, shape)

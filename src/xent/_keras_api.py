@@ -7,8 +7,6 @@ input policy lives in ``_inputs``, the reductions in ``_reduce``.
 
 from __future__ import annotations
 
-import numpy as np
-
 from xent import _dask, _engine
 from xent._engine import EPSILON
 from xent._frameworks import returns_like_inputs
@@ -48,9 +46,7 @@ def _dask_function(func, y_true, y_pred, opts, *, dense, axis, **kw):
     per-sample shape)."""
     if opts.extra_outputs:
         raise ValueError("return_lse / return_z_loss are not available for dask inputs")
-    dtype = (
-        np.float64 if np.dtype(getattr(y_pred, "dtype", np.float64)) == np.float64 else np.float32
-    )
+    dtype = _dask.result_dtype(y_pred)
     return _dask.per_sample(
         lambda y, p: func(y, p, axis=-1, **kw),
         y_true,

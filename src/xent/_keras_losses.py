@@ -65,11 +65,7 @@ class _KerasLoss:
         shape = tuple(y_pred.shape)
         ax = normalize_axis(self.axis, len(shape))
         batch_shape = shape[:ax] + shape[ax + 1 :]
-        dtype = (
-            np.float64
-            if np.dtype(getattr(y_pred, "dtype", np.float64)) == np.float64
-            else np.float32
-        )
+        dtype = _dask.result_dtype(y_pred)
         kind = "dense" if isinstance(self, CategoricalCrossentropy) else "sparse"
         w = _dask_sample_weight(sample_weight, batch_shape)
         if self.reduction is None or self.reduction == "none":

@@ -61,9 +61,7 @@ def _dask_per_example(func, logits, labels, axis, where, opts, kind, **kw):
     """An optax function on dask arrays: ``func`` on every row block (lazy, per example)."""
     if where is not None or opts.extra_outputs:
         raise ValueError("where, return_lse and return_z_loss are not available for dask inputs")
-    dtype = (
-        np.float64 if np.dtype(getattr(logits, "dtype", np.float64)) == np.float64 else np.float32
-    )
+    dtype = _dask.result_dtype(logits)
     return _dask.per_sample(
         lambda y, z: func(z, y, axis=-1, **kw), labels, logits, axis=axis, kind=kind, dtype=dtype
     )

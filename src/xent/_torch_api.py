@@ -214,7 +214,7 @@ def _dask_cross_entropy(input, target, weight, ignore_index, reduction, smoothin
     if len(input.shape) != 2:
         raise ValueError("dask inputs to cross_entropy must have shape (N, C)")
     kind = "dense" if np.dtype(getattr(target, "dtype", np.int64)).kind == "f" else "sparse"
-    dtype = np.float64 if np.dtype(input.dtype) == np.float64 else np.float32
+    dtype = _dask.result_dtype(input)
 
     def parts(y, p):
         return _cross_entropy_parts(p, y, weight, ignore_index, smoothing, opts)
@@ -323,7 +323,7 @@ def _dask_nll_loss(input, target, weight, ignore_index, reduction):
     """:func:`nll_loss` on dask arrays of shape ``(N, C)``, as :func:`_dask_cross_entropy`."""
     if len(input.shape) != 2:
         raise ValueError("dask inputs to nll_loss must have shape (N, C)")
-    dtype = np.float64 if np.dtype(input.dtype) == np.float64 else np.float32
+    dtype = _dask.result_dtype(input)
     if reduction == "none":
         return _dask.per_sample(
             lambda y, p: _nll_parts(p, y, weight, ignore_index)[0],
