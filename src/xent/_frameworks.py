@@ -38,7 +38,9 @@ def is_bfloat16(dtype) -> bool:
 
 def bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
     """bfloat16 values given as their 16-bit patterns (any integer view), widened exactly."""
-    return (bits.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    wide = bits.view(np.uint16).astype(np.uint32)
+    wide <<= 16  # in place: one float32-sized array, not two
+    return wide.view(np.float32)
 
 
 def to_numpy(x, name: str):
