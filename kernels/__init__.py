@@ -1,12 +1,14 @@
 """Numba kernels of xent, installed as ``xent.kernels``.
 
 A kernel sees only validated, correctly typed 2-D arrays (rows x classes, any strides)
-and writes one value per row; all policy (dtypes, shapes, label ranges, reductions)
+(float32, float64, or 16-bit floats as the records of ``_half``) and writes one value per
+row; all policy (dtypes, shapes, label ranges, reductions)
 lives in the ``xent`` wrappers.  Labels are int64 with ``IGNORED`` (-1) marking rows that
 do not count.  The kernels never read outside their arrays, even if handed a label out of
 range (that row gets NaN), but the wrappers validate before calling them.
 """
 
+from ._half import BFLOAT16_BITS, FLOAT16_BITS
 from ._serial import serial
 from .baseline import row_sums
 from .evaluate import evaluate_dense, evaluate_sparse
@@ -17,6 +19,8 @@ from .short_rows import SHORT_ROW_BYTES, dense_logits_short_rows, sparse_logits_
 from .stream import IGNORED
 
 __all__ = [
+    "BFLOAT16_BITS",
+    "FLOAT16_BITS",
     "IGNORED",
     "SHORT_ROW_BYTES",
     "dense_logits",

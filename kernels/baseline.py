@@ -6,6 +6,8 @@ kernel can read its input faster than this reads the same array.
 
 from numba import njit, prange
 
+from ._half import widen
+
 
 @njit(parallel=True, fastmath=True, cache=True)
 def row_sums(x, out):
@@ -14,6 +16,6 @@ def row_sums(x, out):
         s = 0.0
         row = x[i]
         for j in range(row.shape[0]):
-            s += row[j]
+            s += widen(row[j])
         out[i] = s
     return out

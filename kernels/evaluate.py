@@ -14,6 +14,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._config import PARALLEL, ROW, SCALAR
+from ._half import widen
 from .probs import clip, dense_probs_row, row_total
 from .rows import dense_row, sparse_row
 from .stream import IGNORED
@@ -23,7 +24,7 @@ from .stream import IGNORED
 def _count_at_least(block, v):
     n = 0
     for j in range(block.shape[0]):
-        n += 1 if block[j] >= v else 0
+        n += 1 if widen(block[j]) >= v else 0
     return n
 
 
@@ -31,7 +32,7 @@ def _count_at_least(block, v):
 def _count_above(block, v):
     n = 0
     for j in range(block.shape[0]):
-        n += 1 if block[j] > v else 0
+        n += 1 if widen(block[j]) > v else 0
     return n
 
 
@@ -39,14 +40,15 @@ def _count_above(block, v):
 def _count_numbers(block):
     n = 0
     for j in range(block.shape[0]):
-        n += 1 if block[j] == block[j] else 0
+        x = widen(block[j])
+        n += 1 if x == x else 0
     return n
 
 
 @njit(**SCALAR)
 def rank_of(row, y):
     """Position of class ``y`` in the stable descending order of ``row`` (NaN last)."""
-    v = row[y]
+    v = widen(row[y])
     if v == v:
         return _count_at_least(row[:y], v) + _count_above(row[y + 1 :], v)
     # a NaN score ranks after every number and after the NaNs before it
@@ -57,11 +59,12 @@ def rank_of(row, y):
 def _first_argmax(trow):
     """Index of the first largest target (Keras's ``argmax(y_true)``)."""
     best = 0
-    v = trow[0]
+    v = widen(trow[0])
     for j in range(1, trow.shape[0]):
-        if trow[j] > v:
+        x = widen(trow[j])
+        if x > v:
             best = j
-            v = trow[j]
+            v = x
     return best
 
 
@@ -81,7 +84,7 @@ def evaluate_sparse(pred, labels, from_logits, lo, hi, no_weights, out_loss, out
             loss, _ = sparse_row(row, y, 0.0, no_weights)
         else:
             total = row_total(row, True)
-            loss = -np.log(np.float64(clip(row[y] / total, lo, hi)))
+            loss = -np.log(np.float64(clip(widen(row[y]) / total, lo, hi)))
         out_loss[i] = loss
         out_rank[i] = rank_of(row, y)
 

@@ -4,6 +4,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._config import PARALLEL, SCALAR
+from ._half import widen, work_empty
 from .stream import (
     ACCEPT,
     dense_row_finish,
@@ -34,10 +35,10 @@ def _piece(c, p):
 def _split_max(row):
     """:func:`row_max` over the pieces on all threads."""
     c = row.shape[0]
-    maxima = np.empty(ROW_PIECES, row.dtype)
+    maxima = work_empty(ROW_PIECES, row)
     for p in prange(ROW_PIECES):
         lo, hi = _piece(c, p)
-        maxima[p] = row_max(row[lo:hi]) if lo < hi else row[0]
+        maxima[p] = row_max(row[lo:hi]) if lo < hi else widen(row[0])
     return row_max(maxima)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._config import PARALLEL, ROW, SCALAR
+from ._half import widen
 from ._math import as_type_of, fast_log
 from .stream import BLOCK, IGNORED, PREFETCH_AHEAD, STREAM_BLOCK, prefetch_span, row_sum
 
@@ -33,16 +34,17 @@ def _block_sum_log_clipped(block, scale, total, lo, hi):
     """``sum_c log q_c`` over a block, ``q`` the renormalised, clipped row."""
     acc = as_type_of(0.0, lo)
     for j in range(block.shape[0]):
-        acc += fast_log(clip(_renormalised(block[j], scale, total), lo, hi))
+        acc += fast_log(clip(_renormalised(widen(block[j]), scale, total), lo, hi))
     return np.float64(acc)
 
 
 @njit(**ROW)
 def row_total(row, renormalize):
     """The row's divisor in the input precision (1 when not renormalising)."""
+    like = widen(row[0])
     if renormalize:
-        return as_type_of(row_sum(row), row[0])
-    return as_type_of(1.0, row[0])
+        return as_type_of(row_sum(row), like)
+    return as_type_of(1.0, like)
 
 
 @njit(**PARALLEL)
@@ -64,7 +66,7 @@ def sparse_probs(p, labels, smoothing, lo, hi, renormalize, out_loss):
             continue
         row = p[i]
         total = row_total(row, renormalize)
-        loss = -np.log(np.float64(clip(row[y] / total, lo, hi)))
+        loss = -np.log(np.float64(clip(widen(row[y]) / total, lo, hi)))
         if smoothing != 0.0:
             # multiply by the reciprocal in the loop: a division per element costs more
             # than the log (within 1.5 ulp of p / total)
@@ -84,8 +86,8 @@ def _block_dense_probs(block, tblock, scale, total, lo, hi, keep, spread):
     zero = as_type_of(0.0, lo)
     acc = zero
     for j in range(block.shape[0]):
-        w = keep * as_type_of(tblock[j], lo) + spread
-        lq = fast_log(clip(_renormalised(block[j], scale, total), lo, hi))
+        w = keep * as_type_of(widen(tblock[j]), lo) + spread
+        lq = fast_log(clip(_renormalised(widen(block[j]), scale, total), lo, hi))
         acc += w * lq if w != zero else zero
     return np.float64(acc)
 
@@ -131,12 +133,12 @@ def dense_probs(p, t, smoothing, lo, hi, renormalize, out_loss):
 @njit(**ROW)
 def _block_check(block):
     """``(sum, number of elements outside [0, 1] or NaN)`` of a block."""
-    zero = as_type_of(0.0, block[0])
-    one = as_type_of(1.0, block[0])
+    zero = as_type_of(0.0, widen(block[0]))
+    one = as_type_of(1.0, zero)
     s = zero
     bad = 0
     for j in range(block.shape[0]):
-        x = block[j]
+        x = widen(block[j])
         s += x
         bad += 0 if (x >= zero) & (x <= one) else 1  # NaN compares False: counted bad
     return np.float64(s), bad

@@ -5,6 +5,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._config import PARALLEL, ROW, SCALAR
+from ._half import widen, work_empty
 from ._math import (
     as_type_of,
     fast_tanh,
@@ -35,7 +36,7 @@ def _cap_row(row, cap, buf):
     # a loop as heavy as tanh, reading memory directly, keeps too few loads in flight and
     # ran 4x slower (measured); the in-place pass then reads the buffer from L2.
     for j in range(row.shape[0]):
-        buf[j] = row[j]
+        buf[j] = widen(row[j])
     if cap != 0.0:
         # in the row's precision: float32 rows stay in 8-lane float32 vectors
         c = as_type_of(cap, buf[0])
@@ -98,7 +99,7 @@ def sparse_logits(z, labels, smoothing, class_weights, softcap, class_mask, out_
         return
     per = row_chunks(n)
     for b in prange((n + per - 1) // per):
-        buf = np.empty(c, z.dtype)
+        buf = work_empty(c, z)
         for i in range(b * per, min(n, (b + 1) * per)):
             if masked:
                 _cap_mask_row(z[i], class_mask[i], softcap, buf)
@@ -130,7 +131,7 @@ def weigh_targets(trow, w, tbuf):
     """``tbuf = w t`` (``t`` where ``w`` is empty)."""
     weighted = w.shape[0] == trow.shape[0]
     for j in range(trow.shape[0]):
-        t = np.float64(trow[j])
+        t = np.float64(widen(trow[j]))
         tbuf[j] = t * w[j] if weighted else t
 
 
@@ -166,8 +167,8 @@ def dense_logits(z, t, smoothing, class_weights, softcap, class_mask, out_loss, 
         return
     per = row_chunks(n)
     for b in prange((n + per - 1) // per):
-        buf = np.empty(c, z.dtype)
-        tbuf = np.empty(c, z.dtype)
+        buf = work_empty(c, z)
+        tbuf = work_empty(c, z)
         for i in range(b * per, min(n, (b + 1) * per)):
             if masked:
                 _cap_mask_row(z[i], class_mask[i], softcap, buf)

@@ -4,6 +4,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._config import PARALLEL, ROW, SCALAR
+from ._half import widen, work_empty, work_zero
 from ._math import (
     as_type_of,
     fast_exp2,
@@ -46,7 +47,7 @@ def _turn_block(x, r0, nr, like, out):
     for j in range(x.shape[1]):
         col = x[r0 : r0 + nr, j]
         for r in range(nr):
-            out[j, r] = as_type_of(col[r], like)
+            out[j, r] = as_type_of(widen(col[r]), like)
 
 
 @njit(**ROW)
@@ -242,13 +243,14 @@ def sparse_logits_short_rows(z, labels, smoothing, class_weights, out_loss, out_
     n_blocks = (n + SHORT_BLOCK - 1) // SHORT_BLOCK
     per = row_chunks(n_blocks)
     for chunk in prange((n_blocks + per - 1) // per):
-        like = np.zeros(1, z.dtype)[0]  # the element type, without reading z
-        bz = np.empty((c, SHORT_BLOCK), z.dtype)
-        m = np.empty(SHORT_BLOCK, z.dtype)
-        s = np.empty(SHORT_BLOCK, z.dtype)
-        ties = np.empty(SHORT_BLOCK, z.dtype)
-        log_s = np.empty(SHORT_BLOCK, z.dtype)
-        shift_sum = np.zeros(SHORT_BLOCK, z.dtype)
+        like = work_zero(z)  # the type computed in, without reading z
+        bz = work_empty((c, SHORT_BLOCK), z)
+        m = work_empty(SHORT_BLOCK, z)
+        s = work_empty(SHORT_BLOCK, z)
+        ties = work_empty(SHORT_BLOCK, z)
+        log_s = work_empty(SHORT_BLOCK, z)
+        shift_sum = work_empty(SHORT_BLOCK, z)
+        shift_sum[:] = like  # stays 0 without smoothing
         redo = np.empty(SHORT_BLOCK, np.bool_)
         for b in range(chunk * per, min(n_blocks, (chunk + 1) * per)):
             r0 = b * SHORT_BLOCK
@@ -299,18 +301,19 @@ def dense_logits_short_rows(z, t, smoothing, class_weights, out_loss, out_lse):
     n_blocks = (n + SHORT_BLOCK - 1) // SHORT_BLOCK
     per = row_chunks(n_blocks)
     for chunk in prange((n_blocks + per - 1) // per):
-        like = np.zeros(1, z.dtype)[0]  # the element type, without reading z
-        bz = np.empty((c, SHORT_BLOCK), z.dtype)
-        bt = np.empty((c, SHORT_BLOCK), z.dtype)
-        m = np.empty(SHORT_BLOCK, z.dtype)
-        s = np.empty(SHORT_BLOCK, z.dtype)
-        ties = np.empty(SHORT_BLOCK, z.dtype)
-        log_s = np.empty(SHORT_BLOCK, z.dtype)
-        t_sum = np.empty(SHORT_BLOCK, z.dtype)
-        tz = np.empty(SHORT_BLOCK, z.dtype)
-        shift_sum = np.zeros(SHORT_BLOCK, z.dtype)
+        like = work_zero(z)  # the type computed in, without reading z
+        bz = work_empty((c, SHORT_BLOCK), z)
+        bt = work_empty((c, SHORT_BLOCK), z)
+        m = work_empty(SHORT_BLOCK, z)
+        s = work_empty(SHORT_BLOCK, z)
+        ties = work_empty(SHORT_BLOCK, z)
+        log_s = work_empty(SHORT_BLOCK, z)
+        t_sum = work_empty(SHORT_BLOCK, z)
+        tz = work_empty(SHORT_BLOCK, z)
+        shift_sum = work_empty(SHORT_BLOCK, z)
+        shift_sum[:] = like  # stays 0 without smoothing
         redo = np.empty(SHORT_BLOCK, np.bool_)
-        tbuf = np.empty(c, z.dtype)
+        tbuf = work_empty(c, z)
         for b in range(chunk * per, min(n_blocks, (chunk + 1) * per)):
             r0 = b * SHORT_BLOCK
             nr = min(SHORT_BLOCK, n - r0)

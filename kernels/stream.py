@@ -41,6 +41,7 @@ from numba import njit
 
 from ._bits import from_ordered_bits, ordered_bits, prefetch
 from ._config import ROW, SCALAR
+from ._half import widen
 from ._math import as_type_of, fast_exp, fast_exp2
 
 #: Label value the wrappers use for rows that must not count (``ignore_class``).
@@ -75,18 +76,19 @@ def prefetch_span(row, start, stop):
 @njit(**ROW)
 def row_max(row):
     """Largest element of a 1-D row (+NaN wins; any NaN shows up in the next pass)."""
-    k = ordered_bits(row[0])
+    first = widen(row[0])
+    k = ordered_bits(first)
     for j in range(1, row.shape[0]):
-        b = ordered_bits(row[j])
+        b = ordered_bits(widen(row[j]))
         k = b if b > k else k
-    return from_ordered_bits(k, row[0])
+    return from_ordered_bits(k, first)
 
 
 @njit(**ROW)
 def _block_sum_exp(block, m):
     acc = as_type_of(0.0, m)
     for j in range(block.shape[0]):
-        acc += fast_exp(block[j] - m)
+        acc += fast_exp(widen(block[j]) - m)
     return np.float64(acc)
 
 
@@ -104,7 +106,7 @@ def _block_sum_exp2(block, shift):
     log2e = as_type_of(LOG2E, shift)
     acc = as_type_of(0.0, shift)
     for j in range(block.shape[0]):
-        acc += fast_exp2((block[j] - shift) * log2e)
+        acc += fast_exp2((widen(block[j]) - shift) * log2e)
     return np.float64(acc)
 
 
@@ -112,7 +114,7 @@ def _block_sum_exp2(block, shift):
 def _block_sum(block):
     acc = 0.0  # float64: a float32 row of logits near 1e38 must not overflow its sum
     for j in range(block.shape[0]):
-        acc += np.float64(block[j])
+        acc += np.float64(widen(block[j]))
     return acc
 
 
@@ -166,7 +168,7 @@ def _weighted_shift_sums(row, w, m):
     for j in range(row.shape[0]):
         wj = w[j]
         w_sum += wj
-        wz += wj * (np.float64(row[j]) - m) if wj != 0.0 else 0.0
+        wz += wj * (np.float64(widen(row[j])) - m) if wj != 0.0 else 0.0
     return w_sum, wz
 
 
@@ -184,7 +186,7 @@ def sparse_row_loss(row, y, m, log_s, smoothing, w):
         return 0.0
     if y < 0 or y >= c:
         return np.nan
-    loss = log_s - (np.float64(row[y]) - m)
+    loss = log_s - (np.float64(widen(row[y])) - m)
     weighted = w.shape[0] == c
     if weighted:
         loss *= w[y]
@@ -204,7 +206,7 @@ def sparse_guess(row, y):
     (for a trained model the label's logit is usually the row's maximum)."""
     guess = guess_shift(row)
     if y >= 0 and y < row.shape[0]:
-        zy = row[y]
+        zy = widen(row[y])
         guess = zy if zy > guess else guess
     return guess
 
@@ -221,8 +223,8 @@ def _block_dense(block, tblock, shift, exact):
     t_sum = zero
     tz = zero
     for j in range(block.shape[0]):
-        d = block[j] - shift
-        t = as_type_of(tblock[j], shift)
+        d = widen(block[j]) - shift
+        t = as_type_of(widen(tblock[j]), shift)
         s += fast_exp(d) if exact else fast_exp2(d * log2e)
         t_sum += t
         tz += t * d if t != zero else zero
@@ -237,9 +239,9 @@ def _row_target_sums_f64(row, trow, shift):
     tz = 0.0
     m = np.float64(shift)
     for j in range(row.shape[0]):
-        t = np.float64(trow[j])
+        t = np.float64(widen(trow[j]))
         t_sum += t
-        tz += t * (np.float64(row[j]) - m) if t != 0.0 else 0.0
+        tz += t * (np.float64(widen(row[j])) - m) if t != 0.0 else 0.0
     return t_sum, tz
 
 

@@ -51,7 +51,7 @@ def threading_layer() -> str:
 def row_sums(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     """The bandwidth baseline: ``out[i] = sum(x[i])`` by a plain parallel Numba loop."""
     ready()
-    return kernels.row_sums(x, out)
+    return kernels.row_sums(kernel_view(x), out)
 
 
 def _kernel(parallel_kernel):
@@ -59,8 +59,24 @@ def _kernel(parallel_kernel):
     return kernels.serial(parallel_kernel) if serial_only() else parallel_kernel
 
 
+def result_dtype(dtype) -> np.dtype:
+    """The dtype computed in and returned for inputs of ``dtype``: float32 for 16-bit floats
+    (bfloat16, float16) and float32 itself, float64 for float64."""
+    return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
+
+
+def kernel_view(arr: np.ndarray) -> np.ndarray:
+    """``arr`` as the kernels read it: 16-bit floats as a view of their bits in a record whose
+    field names the format (``kernels/_half.py``), anything else unchanged.  Never a copy."""
+    if arr.dtype == np.float16:
+        return arr.view(kernels.FLOAT16_BITS)
+    if arr.dtype.itemsize == 2 and arr.dtype.kind == "V":  # BFLOAT16 or ml_dtypes.bfloat16
+        return arr.view(kernels.BFLOAT16_BITS)
+    return arr
+
+
 def _clip_bounds(dtype, epsilon: float):
-    t = np.dtype(dtype).type
+    t = result_dtype(dtype).type
     return t(epsilon), t(1.0) - t(epsilon)
 
 
@@ -140,7 +156,8 @@ def _long_rows(rows) -> bool:
 
 def _short_rows(rows) -> bool:
     """Rows of at most ``SHORT_ROW_BYTES``: turned row blocks, rows in the SIMD lanes."""
-    return rows.shape[1] * rows.itemsize <= kernels.SHORT_ROW_BYTES
+    # counted in the type computed in: the turned blocks hold widened 16-bit values
+    return rows.shape[1] * result_dtype(rows.dtype).itemsize <= kernels.SHORT_ROW_BYTES
 
 
 def _any_rows(rows) -> bool:
@@ -226,19 +243,20 @@ def _rows(kind, rows, second, options: RowOptions):
     ready()
     n = rows.shape[0]
     want_lse = options.want_lse
-    loss, lse = np.empty(n, rows.dtype), np.empty(n if want_lse else 0, rows.dtype)
+    out = result_dtype(rows.dtype)
+    loss, lse = np.empty(n, out), np.empty(n if want_lse else 0, out)
     entry = choose(kind, rows, options)
     kernel = entry.kernel if entry.fits is _long_rows else _kernel(entry.kernel)
-    entry.launch(kernel, rows, second, options, loss, lse)
+    entry.launch(kernel, kernel_view(rows), kernel_view(second), options, loss, lse)
     return loss, (lse if want_lse else None)
 
 
 def sparse_rows(rows, labels, options: RowOptions = RowOptions()):
     """Per-row sparse cross-entropy (and log-sum-exp of logits on request).
 
-    ``rows``: float32/float64 ``(N, C)``; ``labels``: int64 ``(N,)`` validated, ``IGNORED``
-    for rows that give 0.  Returns ``(loss, lse)``, both of ``rows.dtype``; ``lse`` is
-    ``None`` unless ``options.want_lse``.
+    ``rows``: float32/float64, or float16/bfloat16 read as they are, ``(N, C)``; ``labels``:
+    int64 ``(N,)`` validated, ``IGNORED`` for rows that give 0.  Returns ``(loss, lse)``,
+    both of :func:`result_dtype`; ``lse`` is ``None`` unless ``options.want_lse``.
     """
     return _rows("sparse", rows, labels, options)
 
@@ -254,7 +272,7 @@ def probability_checks(rows):
     ready()
     n = rows.shape[0]
     sums, bad = np.empty(n), np.empty(n, np.int64)
-    _kernel(kernels.probability_rows)(rows, sums, bad)
+    _kernel(kernels.probability_rows)(kernel_view(rows), sums, bad)
     return sums, bad
 
 
@@ -263,12 +281,13 @@ def evaluation_rows(kind, pred, second, *, from_logits, epsilon):
 
     ``kind`` is ``"sparse"`` (``second``: int64 labels, ``IGNORED`` rows give loss 0 and rank
     -1) or ``"dense"`` (``second``: target rows; the true class is each row's first arg-max).
-    Returns ``(loss of pred.dtype, rank int64)``.
+    Returns ``(loss of result_dtype(pred.dtype), rank int64)``.
     """
     ready()
     n = pred.shape[0]
     lo, hi = _clip_bounds(pred.dtype, epsilon)
-    loss, rank = np.empty(n, pred.dtype), np.empty(n, np.int64)
+    loss, rank = np.empty(n, result_dtype(pred.dtype)), np.empty(n, np.int64)
     kernel = kernels.evaluate_sparse if kind == "sparse" else kernels.evaluate_dense
-    _kernel(kernel)(pred, second, bool(from_logits), lo, hi, _NO_WEIGHTS, loss, rank)
+    view = kernel_view(pred)
+    _kernel(kernel)(view, kernel_view(second), bool(from_logits), lo, hi, _NO_WEIGHTS, loss, rank)
     return loss, rank

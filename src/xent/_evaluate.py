@@ -14,6 +14,7 @@ import numpy as np
 
 from xent import _dask
 from xent._engine import EPSILON, evaluation_rows
+from xent._frameworks import is_bfloat16
 from xent._inputs import (
     as_array,
     as_labels,
@@ -153,8 +154,8 @@ def check_top_k(top_k) -> tuple:
 
 def prediction_rows(y_pred, name="y_pred"):
     """The predictions as ``(rows, C)`` without copying (memory maps stay memory maps);
-    float16 is converted block by block later, other dtypes are refused."""
-    pred = as_predictions(y_pred, name, keep_half=True)
+    byte-swapped data is converted block by block later, other dtypes are refused."""
+    pred = as_predictions(y_pred, name, swapped_ok=True)
     if pred.ndim == 0:
         raise ValueError(f"{name} must have a class axis (the last), got a scalar")
     c = pred.shape[-1]
@@ -206,7 +207,7 @@ def _weights_flat(sample_weight, batch_shape):
 
 def evaluate_block(pred, labels, kind, *, from_logits, ignore_class, weights, totals, row_offset=0):
     """Run the fused kernel on one block of rows and add its sums into ``totals``."""
-    pred = as_predictions(pred)  # float16 and byte-swapped blocks converted here
+    pred = as_predictions(pred)  # byte-swapped blocks converted here
     n, c = pred.shape
     if kind == "sparse":
         ids, _ = as_labels(
@@ -326,7 +327,7 @@ def evaluate(
             raise TypeError(f"y_true must hold integer class labels, got dtype {y.dtype}")
         labels = y.reshape(n)
     else:
-        if y.dtype.kind not in "biuf":
+        if y.dtype.kind not in "biuf" and not is_bfloat16(y.dtype):
             raise TypeError(f"y_true must hold numeric labels, got dtype {y.dtype}")
         if ignore_class is not None:
             raise ValueError("ignore_class applies to class-index labels, not to dense label rows")

@@ -11,14 +11,14 @@ from __future__ import annotations
 import numpy as np
 
 from xent._engine import IGNORED
-from xent._frameworks import bfloat16_bits_to_float32, is_bfloat16, to_numpy
+from xent._frameworks import as_bfloat16, dtype_name, is_bfloat16, to_numpy
 from xent._numbers import check_number
 
-_FLOAT_OK = (np.float32, np.float64)
+_FLOAT_OK = (np.float16, np.float32, np.float64)
 
 
 def _describe(arr: np.ndarray) -> str:
-    return f"dtype {arr.dtype}"
+    return f"dtype {dtype_name(arr.dtype)}"
 
 
 def _native(arr: np.ndarray) -> np.ndarray:
@@ -30,7 +30,7 @@ def _native(arr: np.ndarray) -> np.ndarray:
 
 def as_array(x, name: str) -> np.ndarray:
     """``np.asarray`` with an error that names the argument; torch tensors, JAX arrays and
-    DLPack objects are read in place, bfloat16 widened to float32 (``_frameworks``)."""
+    DLPack objects are read in place, bfloat16 as a ``BFLOAT16`` view (``_frameworks``)."""
     x = to_numpy(x, name)
     try:
         return np.asarray(x)
@@ -38,31 +38,32 @@ def as_array(x, name: str) -> np.ndarray:
         raise ValueError(f"{name} could not be converted to an array: {exc}") from exc
 
 
-def as_predictions(y_pred, name: str = "y_pred", *, keep_half: bool = False) -> np.ndarray:
-    """Float predictions (logits or probabilities) as float32 or float64.
+def as_predictions(y_pred, name: str = "y_pred", *, swapped_ok: bool = False) -> np.ndarray:
+    """Float predictions (logits or probabilities): float32, float64, float16 or bfloat16
+    (:data:`~xent._frameworks.BFLOAT16`), never copied unless byte-swapped.
 
-    float16 (and bfloat-like narrow floats NumPy knows) are computed in float32; integer,
-    bool, complex and object arrays are a ``TypeError``.  ``keep_half=True`` returns
-    float16 (and byte-swapped) input unconverted, for callers that convert block by block
-    (a memory map must not be copied whole); ndarrays are then never copied.
+    16-bit inputs are read as they are by the kernels and computed in float32; integer, bool,
+    complex and object arrays, and other float widths, are a ``TypeError``.  Byte-swapped
+    input is converted to native order (a copy), unless ``swapped_ok`` (callers that take a
+    memory map block by block convert each block).
     """
     arr = y_pred if isinstance(y_pred, np.ndarray) else as_array(y_pred, name)
-    if is_bfloat16(arr.dtype):  # ml_dtypes.bfloat16 NumPy arrays (JAX's bfloat16)
-        return arr if keep_half else bfloat16_bits_to_float32(arr)
-    kind = arr.dtype.kind
-    if kind != "f":
+    if is_bfloat16(arr.dtype):  # ml_dtypes.bfloat16 (JAX's) or already BFLOAT16
+        return as_bfloat16(arr)
+    if arr.dtype.kind != "f":
+        hint = ""
+        if arr.dtype.kind == "V" and arr.dtype.itemsize == 2 and arr.dtype.names is None:
+            hint = (
+                " (2-byte void is how np.save stores an ml_dtypes.bfloat16 array: pass "
+                f"{name}.view(ml_dtypes.bfloat16))"
+            )
         raise TypeError(
-            f"{name} must hold floating-point scores (float16, float32 or float64), "
-            f"got {_describe(arr)}"
+            f"{name} must hold floating-point scores (bfloat16, float16, float32 or float64), "
+            f"got {_describe(arr)}{hint}"
         )
-    if keep_half and arr.dtype.itemsize in (2, 4, 8):
-        return arr
-    arr = _native(arr)
     if arr.dtype.type in _FLOAT_OK:
-        return arr
-    if arr.dtype.itemsize < 4:
-        return arr.astype(np.float32)
-    raise TypeError(f"{name} must be float16, float32 or float64, got {_describe(arr)}")
+        return arr if swapped_ok else _native(arr)
+    raise TypeError(f"{name} must be bfloat16, float16, float32 or float64, got {_describe(arr)}")
 
 
 def check_axis(axis) -> int:
@@ -303,23 +304,23 @@ def as_labels(
 def as_targets(y_true, y_pred_shape: tuple, *, name: str = "y_true", pred_name: str = "y_pred"):
     """Dense targets (one-hot or soft) with the predictions' shape, in a kernel-readable dtype.
 
-    Integer targets stay integers (the kernels read any numeric dtype, so no N x C copy is
-    made); bool is viewed as uint8; float16 becomes float32.
+    Integer and 16-bit float targets stay as they are (the kernels read any numeric dtype, so
+    no N x C copy is made); bool is viewed as uint8.
     """
     t = as_array(y_true, name)
-    kind = t.dtype.kind
-    if kind not in "biuf":
+    if is_bfloat16(t.dtype):
+        t = as_bfloat16(t)
+    elif t.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold numeric targets, got {_describe(t)}")
     if t.shape != tuple(y_pred_shape):
         raise ValueError(
-            f"{name} has shape {t.shape} but {pred_name} has shape {tuple(y_pred_shape)}; "
-            f"dense targets need the same shape (use the sparse loss for integer labels)"
+            f"{name} and {pred_name} must have the same shape. Received: "
+            f"{name}.shape={t.shape}, {pred_name}.shape={tuple(y_pred_shape)} (dense targets "
+            f"need the predictions' shape; use the sparse loss for integer labels)"
         )
     t = _native(t)
-    if kind == "b":
+    if t.dtype.kind == "b":
         return t.view(np.uint8)
-    if kind == "f" and t.dtype.itemsize < 4:
-        return t.astype(np.float32)
-    if kind == "f" and t.dtype.type not in _FLOAT_OK:
+    if t.dtype.kind == "f" and t.dtype.type not in _FLOAT_OK:
         return t.astype(np.float64)
     return t
