@@ -265,7 +265,7 @@ def test_cli_table_and_json(files):
     [
         (["missing.npy", "y.npy"], "missing.npy: no such file"),
         (["z.npy", "y_short.npy"], "shape (10,)"),
-        (["z_int.npy", "y.npy"], "float16, float32 or float64"),
+        (["z_int.npy", "y.npy"], "bfloat16, float16, float32 or float64"),
         (["z.npy", "y_bad.npy"], "out-of-range label 12 at row 2500"),
         (["both.npz", "y.npy"], "choose one with --pred-key"),
         (["both.npz", "y.npy", "--pred-key", "nope"], "has no array 'nope'"),
@@ -293,5 +293,107 @@ def test_cli_help_lists_every_option():
         "--pred-key",
         "--labels-key",
         "--ignore-class",
+        "--dtype",
     ):
         assert opt in run.stdout
+
+
+# ------------------------------------------------------- what evaluation pipelines write
+@pytest.fixture
+def half_files(tmp_path, rng):
+    """bfloat16 and float16 logits saved by safetensors (from torch and from NumPy) and by
+    ``np.save`` of an ml_dtypes array (2-byte void on disk)."""
+    torch = pytest.importorskip("torch")
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    st_torch = pytest.importorskip("safetensors.torch")
+    st_numpy = pytest.importorskip("safetensors.numpy")
+    n, c = 2000, 40
+    z32 = (rng.standard_normal((n, c)) * 3).astype(np.float32)
+    y = rng.integers(0, c, n)
+    zb = torch.from_numpy(z32).bfloat16()
+    st_torch.save_file(
+        {"logits": zb, "labels": torch.from_numpy(y), "probs": zb.float().softmax(1)},
+        tmp_path / "out.safetensors",
+    )
+    st_numpy.save_file(
+        {"logits": z32.astype(np.float16), "labels": y.astype(np.int32)},
+        tmp_path / "half.safetensors",
+    )
+    np.save(tmp_path / "bf16.npy", z32.astype(ml_dtypes.bfloat16))
+    np.save(tmp_path / "y.npy", y)
+    return tmp_path, zb.float().numpy(), z32.astype(np.float16).astype(np.float32), y
+
+
+def test_cli_reads_safetensors_and_bfloat16_npy(half_files):
+    d, z_bf16, z_f16, y = half_files
+    want_bf16 = xent.evaluate(y, z_bf16, from_logits=True)
+    want_f16 = xent.evaluate(y, z_f16, from_logits=True)
+    common = ["--from-logits", "--json", "--no-progress"]
+    runs = {
+        "safetensors bf16": (
+            [d / "out.safetensors", d / "out.safetensors", "--pred-key", "logits"]
+            + ["--labels-key", "labels"],
+            want_bf16,
+            "bfloat16",
+        ),
+        "safetensors f16": (
+            [d / "half.safetensors", d / "half.safetensors", "--pred-key", "logits"]
+            + ["--labels-key", "labels", "--batch-size", "300"],
+            want_f16,
+            "float16",
+        ),
+        "npy <V2": ([d / "bf16.npy", d / "y.npy", "--dtype", "bfloat16"], want_bf16, "bfloat16"),
+    }
+    for name, (args, want, dtype) in runs.items():
+        run = _xent(*args, *common)
+        assert run.returncode == 0, (name, run.stderr)
+        out = json.loads(run.stdout)
+        assert out["dtype"] == dtype and out["count"] == len(y), name
+        np.testing.assert_allclose(out["loss"], want.loss, rtol=1e-6, err_msg=name)
+        assert out["accuracy"] == want.accuracy, name
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["bf16.npy", "y.npy"], "pass --dtype bfloat16"),
+        (["y.npy", "y.npy", "--dtype", "bfloat16"], "holds int64"),
+        (["out.safetensors", "y.npy"], "choose one with --pred-key"),
+        (["out.safetensors", "y.npy", "--pred-key", "nope"], "has no tensor 'nope'"),
+        (["bad.safetensors", "y.npy"], "does not hold a F32 tensor"),
+        (["y.npy", "y.npy", "--pred-key", "x"], "applies to .npz and .safetensors"),
+    ],
+)
+def test_cli_half_file_errors(half_files, args, message):
+    d = half_files[0]
+    header = b'{"x": {"dtype": "F32", "shape": [1000, 1000], "data_offsets": [0, 16]}}'
+    (d / "bad.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + bytes(16))
+    args = [d / a if a.endswith((".npy", ".safetensors")) else a for a in args]
+    run = _xent(*args, "--from-logits", "--no-progress")
+    assert run.returncode == 2, run.stdout
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xent eval: error:"), run.stderr
+    assert message in lines[0]
+
+
+def test_cli_never_unpickles(tmp_path):
+    """A pickle (what ``torch.save`` writes inside its zip) is refused, never loaded."""
+    import pickle
+
+    marker = tmp_path / "ran"
+    payload = pickle.dumps(_Exploit(str(marker)))
+    (tmp_path / "z.pt").write_bytes(payload)
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "y.npy", np.zeros(3, np.int64))
+    for name in ("z.pt", "obj.npy"):
+        run = _xent(tmp_path / name, tmp_path / "y.npy", "--no-progress")
+        assert run.returncode == 2 and "error" in run.stderr, run.stderr
+    assert not marker.exists()
+
+
+class _Exploit:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))

@@ -1,7 +1,9 @@
-"""``xent eval``: evaluate a saved prediction set (``.npy`` / ``.npz``) in one pass.
+"""``xent eval``: evaluate a saved prediction set (``.npy``, ``.npz``, ``.safetensors``) in one
+pass.
 
-Files are memory-mapped (members of an uncompressed ``.npz`` too, at their offset in the
-archive), so a prediction file larger than memory streams through in row blocks.
+Files are memory-mapped (members of an uncompressed ``.npz`` and tensors of a ``.safetensors``
+file too, at their offsets in the file), so a prediction file larger than memory streams
+through in row blocks.  Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import sys
 import zipfile
 
 import numpy as np
+
+from xent._frameworks import BFLOAT16, as_bfloat16, dtype_name, is_bfloat16
 
 
 class CliError(Exception):
@@ -60,20 +64,126 @@ def _npz_member(path: str, key: str | None, what: str):
     )
 
 
-def load_array(path: str, key: str | None, what: str):
-    """A ``.npy`` (memory-mapped) or an ``.npz`` member."""
+# safetensors: an 8-byte little-endian header length, a JSON header naming each tensor's
+# dtype, shape and byte range (relative to the end of the header), then the raw data,
+# little-endian and C-ordered.  Read here directly, so no extra package is needed.
+_SAFETENSORS_DTYPES = {
+    "BF16": BFLOAT16.newbyteorder("<"),
+    "F16": "<f2",
+    "F32": "<f4",
+    "F64": "<f8",
+    "I8": "i1",
+    "I16": "<i2",
+    "I32": "<i4",
+    "I64": "<i8",
+    "U8": "u1",
+    "U16": "<u2",
+    "U32": "<u4",
+    "U64": "<u8",
+    "BOOL": "?",
+}
+_SAFETENSORS_MAX_HEADER = 100 * 2**20  # the format's own limit
+
+
+def _safetensors_header(path: str):
+    """``(header dict, data offset)``, or ``None`` if the file is not safetensors."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(9)
+        if len(head) < 9 or head[8:9] != b"{":
+            return None
+        (n,) = struct.unpack("<Q", head[:8])
+        if n > min(size - 8, _SAFETENSORS_MAX_HEADER):
+            return None
+        f.seek(8)
+        try:
+            header = json.loads(f.read(n).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CliError(f"{path}: damaged safetensors header ({exc})") from None
+    if not isinstance(header, dict):
+        raise CliError(f"{path}: damaged safetensors header (not a JSON object)")
+    return header, 8 + n
+
+
+def _safetensors_tensor(path: str, header: dict, data_start: int, key: str | None, what: str):
+    names = [k for k in header if k != "__metadata__"]
+    if key is None:
+        if len(names) != 1:
+            raise CliError(
+                f"{path} holds {len(names)} tensors ({', '.join(names)}); "
+                f"choose one with --{what}-key"
+            )
+        key = names[0]
+    if key not in names:
+        raise CliError(f"{path} has no tensor {key!r}; it holds: {', '.join(names)}")
+    entry = header[key]
+    try:
+        code, shape, (start, stop) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
+    except (KeyError, TypeError, ValueError):
+        raise CliError(f"{path}: damaged safetensors entry for {key!r}: {entry!r}") from None
+    if code not in _SAFETENSORS_DTYPES:
+        raise CliError(
+            f"{path}[{key}] has dtype {code}; xent eval reads {', '.join(_SAFETENSORS_DTYPES)}"
+        )
+    dtype = np.dtype(_SAFETENSORS_DTYPES[code])
+    count = int(np.prod(shape, dtype=np.int64))
+    end = data_start + stop
+    if (
+        min(shape, default=0) < 0
+        or not 0 <= start <= stop
+        or stop - start != count * dtype.itemsize
+        or end > os.path.getsize(path)
+    ):
+        raise CliError(
+            f"{path}[{key}]: its byte range {start}..{stop} does not hold a {code} tensor of "
+            f"shape {list(shape)} inside the file"
+        )
+    if count == 0:
+        return np.empty(shape, dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=data_start + start, shape=shape)
+
+
+def _as_requested(arr, path: str, dtype: str | None, what: str):
+    """Apply ``--dtype``: NumPy saves ``ml_dtypes.bfloat16`` arrays as 2-byte void (``<V2``).
+    It must fit the predictions; labels are reinterpreted only if they are such data."""
+    void2 = arr.dtype.kind == "V" and arr.dtype.itemsize == 2 and arr.dtype.names is None
+    if dtype is None:
+        if void2:
+            raise CliError(
+                f"{path} holds 2-byte void values ({arr.dtype.str}), as NumPy saves "
+                f"ml_dtypes.bfloat16 arrays; pass --dtype bfloat16 to read them as bfloat16"
+            )
+        return arr
+    if what == "labels" and not void2:
+        return arr
+    if not void2 and not is_bfloat16(arr.dtype):
+        raise CliError(
+            f"--dtype {dtype} reinterprets 2-byte void data (how NumPy saves bfloat16); "
+            f"{path} holds {dtype_name(arr.dtype)}, read as it is without --dtype"
+        )
+    return as_bfloat16(arr)
+
+
+def load_array(path: str, key: str | None, what: str, dtype: str | None = None):
+    """A ``.npy`` (memory-mapped), an ``.npz`` member or a ``.safetensors`` tensor."""
     if not os.path.exists(path):
         raise CliError(f"{path}: no such file")
     try:
         if zipfile.is_zipfile(path):
-            return _npz_member(path, key, what)
-        if key is not None:
-            raise CliError(f"--{what}-key applies to .npz archives; {path} is not one")
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+            arr = _npz_member(path, key, what)
+        elif (found := _safetensors_header(path)) is not None:
+            arr = _safetensors_tensor(path, *found, key, what)
+        elif key is not None:
+            raise CliError(
+                f"--{what}-key applies to .npz and .safetensors files; {path} is neither"
+            )
+        else:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except CliError:
         raise
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise CliError(f"{path}: cannot read as .npy/.npz ({exc})") from None
+        raise CliError(f"{path}: cannot read as .npy/.npz/.safetensors ({exc})") from None
+    return _as_requested(arr, path, dtype, what)
 
 
 def add_parser(sub):
@@ -89,14 +199,14 @@ def add_parser(sub):
     p.add_argument(
         "predictions",
         metavar="PREDICTIONS",
-        help=".npy or .npz file of shape (..., C): probabilities, or logits with "
-        "--from-logits (float16/32/64)",
+        help=".npy, .npz or .safetensors file of shape (..., C): probabilities, or logits "
+        "with --from-logits (bfloat16, float16, float32, float64)",
     )
     p.add_argument(
         "labels",
         metavar="LABELS",
-        help=".npy or .npz file: class indices of shape (...) or one-hot/soft rows "
-        "of shape (..., C)",
+        help=".npy, .npz or .safetensors file: class indices of shape (...) or one-hot/soft "
+        "rows of shape (..., C)",
     )
     p.add_argument(
         "--from-logits",
@@ -129,13 +239,20 @@ def add_parser(sub):
         "--pred-key",
         default=None,
         metavar="NAME",
-        help="array name inside a PREDICTIONS .npz (needed when it holds several)",
+        help="array name inside a PREDICTIONS .npz or .safetensors (needed when it holds several)",
     )
     p.add_argument(
         "--labels-key",
         default=None,
         metavar="NAME",
-        help="array name inside a LABELS .npz (needed when it holds several)",
+        help="array name inside a LABELS .npz or .safetensors (needed when it holds several)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["bfloat16"],
+        default=None,
+        help="read 2-byte void data (<V2, how np.save stores an ml_dtypes.bfloat16 array) "
+        "in PREDICTIONS (and soft LABELS) as bfloat16",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -147,8 +264,8 @@ def run(args) -> int:
     import xent
 
     try:
-        pred = load_array(args.predictions, args.pred_key, "pred")
-        labels = load_array(args.labels, args.labels_key, "labels")
+        pred = load_array(args.predictions, args.pred_key, "pred", args.dtype)
+        labels = load_array(args.labels, args.labels_key, "labels", args.dtype)
         ev = xent.evaluate(
             labels,
             pred,
@@ -170,13 +287,13 @@ def run(args) -> int:
             "predictions": args.predictions,
             "labels": args.labels,
             "shape": list(pred.shape),
-            "dtype": str(pred.dtype),
+            "dtype": dtype_name(pred.dtype),
             **ev.to_dict(),
         }
         print(json.dumps(out, indent=2))
     else:
         print(
-            f"{args.predictions}: {pred.shape} {pred.dtype}"
+            f"{args.predictions}: {pred.shape} {dtype_name(pred.dtype)}"
             f" ({'logits' if args.from_logits else 'probabilities'}), labels {args.labels}: "
             f"{labels.shape} {labels.dtype}"
         )
