@@ -84,12 +84,21 @@ def test_no_renormalisation_and_warning():
         (([0, 1], [[0.5, 0.5], [-0.1, 1.1]]), {}, r"found -0.1 at index \(1, 0\)"),
         (([0, 1], [[0.5, np.nan], [0.5, 0.5]]), {}, r"nan at index \(0, 1\)"),
         (([0, 1], [0.5, 1.2]), {}, "found 1.2 at index 1"),
-        (([0, 3], [[0.5, 0.5], [0.5, 0.5]]), {"labels": [0, 1]}, "3 at index 1"),
+        (
+            ([0, 3], [[0.5, 0.5], [0.5, 0.5]]),
+            {"labels": [0, 1]},
+            r"y_true contains values \{3\} not belonging to the passed labels \[0, 1\]\. "
+            r"\(The first is 3, at index 1\.\)",
+        ),
         (([1, 1], [[0.5, 0.5], [0.5, 0.5]]), {}, "only one label"),
-        (([0, 1, 2], [[0.5, 0.5]] * 3), {}, "3 classes but y_pred has 2 columns"),
-        (([0, 1], [[0.5, 0.5]] * 3), {}, "3 samples"),
+        (([0, 1, 2], [[0.5, 0.5]] * 3), {}, "3 classes but y_proba has 2 columns"),
+        (
+            ([0, 1], [[0.5, 0.5]] * 3),
+            {},
+            r"inconsistent numbers of samples: \[3, 2\] \(y_proba has 3 rows, y_true 2\)",
+        ),
         (([0, 1], [[0.5, 0.5]] * 2), {"sample_weight": [0, 0]}, "at least one non-zero"),
-        (([0, 1], [[0.5, 0.5]] * 2), {"sample_weight": [1]}, r"shape \(2,\)"),
+        (([0, 1], [[0.5, 0.5]] * 2), {"sample_weight": [1]}, r"samples: \[2, 2, 1\]"),
     ],
 )
 def test_errors(args, kwargs, match):
@@ -97,11 +106,15 @@ def test_errors(args, kwargs, match):
         xent.log_loss(*args, **kwargs)
 
 
-def test_y_proba_alias():
+def test_y_pred_is_the_deprecated_name_of_y_proba():
+    """scikit-learn 1.9 renamed ``y_pred`` to ``y_proba``; ``y_pred=`` warns as it does there."""
     p = [[0.3, 0.7], [0.6, 0.4]]
-    assert xent.log_loss([0, 1], y_proba=p) == xent.log_loss([0, 1], p)
-    with pytest.raises(ValueError, match="not both"):
-        xent.log_loss([0, 1], p, y_proba=p)
+    want = xent.log_loss([0, 1], p)
+    assert xent.log_loss([0, 1], y_proba=p) == want
+    with pytest.warns(FutureWarning, match="`y_pred` was renamed to `y_proba` in version 1.9"):
+        assert xent.log_loss([0, 1], y_pred=p) == want
+    with pytest.raises(ValueError, match="Cannot use both `y_pred` and `y_proba`"):
+        xent.log_loss([0, 1], p, y_pred=p)
 
 
 def test_against_scikit_learn(rng):

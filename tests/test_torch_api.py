@@ -136,7 +136,8 @@ def test_nll_loss_grid(rng, dtype):
         (lambda z: xent.cross_entropy(z, [2, 0, 1, 1], label_smoothing=1.5), "label_smoothing"),
         (
             lambda z: xent.cross_entropy(z, [2, 0, 1, 1], weight=[1, 2]),
-            r"weight must have shape \(3,\)",
+            r"weight tensor should be defined either for all 3 classes or no classes but got "
+            r"weight tensor of shape: \[2\]",
         ),
         (
             lambda z: xent.cross_entropy(z, [2, 0, 1, 1], weight=[1, np.nan, 2]),
@@ -145,9 +146,13 @@ def test_nll_loss_grid(rng, dtype):
         (lambda z: xent.cross_entropy(z, [2, 0, 1, 1], reduction="avg"), "reduction='avg'"),
         (
             lambda z: xent.cross_entropy(z, [2.0, 0, 1, 1]),
-            "floating point, so it holds class probabilities",
+            r"expected target dtype to be Long or Byte, but got Double \(a target of shape "
+            r"\(4,\), not input's shape \(4, 3\), holds class indices\)",
         ),
-        (lambda z: xent.cross_entropy(z, [2, 0, 1]), r"target has shape \(3,\)"),
+        (
+            lambda z: xent.cross_entropy(z, [2, 0, 1]),
+            r"Expected input batch_size \(4\) to match target batch_size \(3\)",
+        ),
         (lambda z: xent.cross_entropy(z, [2, 0, 1, 1], z_loss=-1), "z_loss"),
         (lambda z: xent.cross_entropy(z, [2, 0, 1, 1], softcap=0), "softcap"),
         (lambda z: xent.nll_loss(z, [2, 0, 9, 1]), r"9 at index 2"),
@@ -163,8 +168,24 @@ def test_type_errors():
         xent.cross_entropy(np.array([[1, 2]]), [0])
     with pytest.raises(TypeError, match="ignore_index"):
         xent.cross_entropy(np.array(LOGITS), TARGET, ignore_index=True)
-    with pytest.raises(TypeError, match="integer class indices"):
+    with pytest.raises(TypeError, match="expected target dtype to be Long or Byte"):
         xent.nll_loss(np.array(LOGITS), np.array([0.0, 1, 2, 0]))
+
+
+def test_errors_are_also_the_runtime_errors_pytorch_raises():
+    """``except RuntimeError`` written for PyTorch still catches xent's errors."""
+    z = np.array(LOGITS)
+    for call in (
+        lambda: xent.cross_entropy(z, [2, 0, 1]),
+        lambda: xent.cross_entropy(z, [2, 0, 1, 1], weight=[1, 2]),
+        lambda: xent.cross_entropy(z, np.eye(3)[[2, 0, 1, 1]], ignore_index=0),
+        lambda: xent.cross_entropy(z, [2, 0, 1, 1], label_smoothing=1.5),
+        lambda: xent.nll_loss(z, np.zeros((4, 3), np.int64)),
+    ):
+        with pytest.raises(RuntimeError) as caught:
+            call()
+        assert isinstance(caught.value, (ValueError, TypeError))
+        assert isinstance(caught.value, xent.TorchInputError)
 
 
 def test_inputs_unchanged(rng):

@@ -19,7 +19,7 @@ from xent._optax_api import (
 )
 from xent._sklearn_api import log_loss
 from xent._threading import get_num_threads, max_threads, set_num_threads
-from xent._torch_api import cross_entropy, nll_loss
+from xent._torch_api import TorchInputError, cross_entropy, nll_loss
 
 __version__ = "0.1.0"
 
@@ -27,6 +27,7 @@ __all__ = [
     "Evaluation",
     "CategoricalCrossentropy",
     "SparseCategoricalCrossentropy",
+    "TorchInputError",
     "categorical_crossentropy",
     "cross_entropy",
     "evaluate",

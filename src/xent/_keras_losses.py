@@ -4,11 +4,13 @@ sample weighting and reduction, in memory or over dask row blocks)."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from xent import _dask
 from xent._engine import EPSILON
-from xent._frameworks import returns_like_inputs
+from xent._frameworks import cast_result, check_result_dtype, returns_like_inputs
 from xent._inputs import (
     as_sample_weight,
     check_axis,
@@ -32,10 +34,23 @@ def _dask_sample_weight(sample_weight, batch_shape):
     return _dask.broadcast_to(w, tuple(batch_shape))
 
 
+def _register_with_keras(cls):
+    keras = sys.modules.get("keras")
+    if keras is None:
+        return
+    saving = keras.saving
+    name = f"xent>{cls.__name__}"
+    if saving.get_registered_object(name) is not cls:
+        saving.register_keras_serializable(package="xent")(cls)
+
+
 class _KerasLoss:
     """Shared machinery of the two loss objects: validation at construction, reduction."""
 
-    def __init__(self, from_logits, label_smoothing, axis, reduction, name, epsilon, renormalize):
+    def __init__(
+        self, from_logits, label_smoothing, axis, reduction, name, dtype, epsilon, renormalize
+    ):
+        self.dtype = check_result_dtype(dtype)
         self.from_logits = bool(from_logits)
         self.label_smoothing = check_fraction(label_smoothing, "label_smoothing")
         self.axis = check_axis(axis)
@@ -50,14 +65,15 @@ class _KerasLoss:
     @returns_like_inputs
     def call(self, y_true, y_pred):
         """Per-sample losses, before sample weighting and reduction."""
-        return self._per_sample(y_true, y_pred)[0]
+        return cast_result(self._per_sample(y_true, y_pred)[0], self.dtype)
 
     @returns_like_inputs
     def __call__(self, y_true, y_pred, sample_weight=None):
         if _dask.is_dask(y_pred) or _dask.is_dask(y_true) or _dask.is_dask(sample_weight):
-            return self._call_dask(y_true, y_pred, sample_weight)
+            return cast_result(self._call_dask(y_true, y_pred, sample_weight), self.dtype)
         losses, valid = self._per_sample(y_true, y_pred)
-        return keras_reduce(losses, sample_weight, valid, self.reduction, losses.dtype)
+        out = keras_reduce(losses, sample_weight, valid, self.reduction, losses.dtype)
+        return cast_result(out, self.dtype)
 
     def _call_dask(self, y_true, y_pred, sample_weight):
         """The loss on dask inputs: lazy per-sample for ``"none"``, else the same
@@ -98,7 +114,10 @@ class _KerasLoss:
         )
 
     def get_config(self):
-        """The constructor arguments, as Keras's ``get_config``."""
+        """The constructor arguments, as Keras's ``get_config``.  When Keras is loaded, the
+        class is registered with it first, so Keras can save and load it (as
+        ``"xent>CategoricalCrossentropy"`` and so on; xent must be imported to load)."""
+        _register_with_keras(type(self))
         return {
             "name": self.name,
             "reduction": self.reduction,
@@ -107,7 +126,13 @@ class _KerasLoss:
             "axis": self.axis,
             "epsilon": self.epsilon,
             "renormalize": self.renormalize,
+            "dtype": self.dtype,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        """The loss object ``get_config`` describes (Keras's ``from_config``)."""
+        return cls(**config)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
@@ -138,6 +163,10 @@ class SparseCategoricalCrossentropy(_KerasLoss):
         How per-sample losses are combined; ``"mean"`` is ``"sum_over_batch_size"``.
     name : str
         Kept for Keras compatibility.
+    dtype : {None, "float32", "float64", "float16", "bfloat16"} or a Keras ``DTypePolicy``
+        The dtype of the returned loss (``None``: float32, float64 for float64 input).  Unlike
+        Keras, the loss is computed in float32/float64 whatever ``dtype`` says and only the
+        result is rounded to it (bfloat16 needs ``ml_dtypes``).
 
     See Also
     --------
@@ -162,11 +191,14 @@ class SparseCategoricalCrossentropy(_KerasLoss):
         label_smoothing=0.0,
         reduction="sum_over_batch_size",
         name="sparse_categorical_crossentropy",
+        dtype=None,
         *,
         epsilon=EPSILON,
         renormalize=True,
     ):
-        super().__init__(from_logits, label_smoothing, axis, reduction, name, epsilon, renormalize)
+        super().__init__(
+            from_logits, label_smoothing, axis, reduction, name, dtype, epsilon, renormalize
+        )
         self.ignore_class = check_ignore_class(ignore_class)
 
     def _per_sample(self, y_true, y_pred, axis=None):
@@ -200,6 +232,10 @@ class CategoricalCrossentropy(_KerasLoss):
         How per-sample losses are combined.
     name : str
         Kept for Keras compatibility.
+    dtype : {None, "float32", "float64", "float16", "bfloat16"} or a Keras ``DTypePolicy``
+        The dtype of the returned loss (``None``: float32, float64 for float64 input).  Unlike
+        Keras, the loss is computed in float32/float64 whatever ``dtype`` says and only the
+        result is rounded to it (bfloat16 needs ``ml_dtypes``).
 
     See Also
     --------
@@ -220,11 +256,14 @@ class CategoricalCrossentropy(_KerasLoss):
         axis=-1,
         reduction="sum_over_batch_size",
         name="categorical_crossentropy",
+        dtype=None,
         *,
         epsilon=EPSILON,
         renormalize=True,
     ):
-        super().__init__(from_logits, label_smoothing, axis, reduction, name, epsilon, renormalize)
+        super().__init__(
+            from_logits, label_smoothing, axis, reduction, name, dtype, epsilon, renormalize
+        )
 
     def _per_sample(self, y_true, y_pred, axis=None):
         loss = _dense(

@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 
 from xent import _engine
+from xent._frameworks import as_float64, is_bfloat16
 from xent._inputs import as_array, as_predictions, as_sample_weight
 
 _NO_PRED = object()
@@ -20,6 +21,9 @@ def _as_probabilities(y_pred, name):
     eps is the machine epsilon of the float dtype given (float16 clips at its own, as
     scikit-learn does, but is computed in float32)."""
     p = as_array(y_pred, name)
+    if is_bfloat16(p.dtype):
+        # scikit-learn turns bfloat16 into float64 (not one of its float dtypes): its eps
+        return as_predictions(p, name), float(np.finfo(np.float64).eps)
     if p.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold probabilities (numbers in [0, 1]), got dtype {p.dtype}")
     if p.ndim not in (1, 2):
@@ -39,19 +43,22 @@ def _classes(y, labels, name):
         classes = np.unique(declared)
         if declared.size == classes.size and not np.array_equal(declared, classes):
             warnings.warn(
-                f"labels={declared.tolist()} are not sorted; columns of y_pred are taken in "
-                f"sorted order {classes.tolist()} (as scikit-learn does)",
+                f"Labels passed were {declared.tolist()}. But this function assumes labels "
+                f"are ordered lexicographically. Pass the ordered labels={classes.tolist()} "
+                f"and ensure that the columns of y_prob correspond to this ordering.",
                 UserWarning,
                 stacklevel=3,
             )
         if classes.size < 2:
-            raise ValueError(f"labels must contain at least two labels, got {classes.tolist()}")
+            raise ValueError(
+                f"The labels array needs to contain at least two labels, got {classes}."
+            )
     else:
-        classes = np.unique(y)
+        classes = declared = np.unique(y)
         if classes.size < 2:
             raise ValueError(
-                f"{name} contains only one label ({classes.tolist()}); pass every expected "
-                f"class label through the labels argument"
+                f"{name} contains only one label ({classes[0]}). Please provide the list of "
+                f"all expected class labels explicitly through the labels argument."
             )
     try:
         index = np.searchsorted(classes, y)
@@ -61,9 +68,10 @@ def _classes(y, labels, name):
     unknown = classes[index] != y
     if unknown.any():
         k = int(np.argmax(unknown))
+        undeclared = "{" + ", ".join(repr(v) for v in sorted(set(y[unknown].tolist()))) + "}"
         raise ValueError(
-            f"{name} has the label {y[k].item()!r} at index {k}, which is not among "
-            f"labels={classes.tolist()}"
+            f"{name} contains values {undeclared} not belonging to the passed labels "
+            f"{declared.tolist()}. (The first is {y[k].item()!r}, at index {k}.)"
         )
     return classes, index.astype(np.int64)
 
@@ -81,7 +89,7 @@ def _sample_weight(sample_weight, n):
 
 
 def log_loss(
-    y_true, y_pred=_NO_PRED, *, normalize=True, sample_weight=None, labels=None, y_proba=None
+    y_true, y_proba=None, *, normalize=True, sample_weight=None, labels=None, y_pred=_NO_PRED
 ):
     r"""Log loss (cross-entropy) of predicted probabilities, as ``sklearn.metrics.log_loss``.
 
@@ -102,10 +110,11 @@ def log_loss(
     ----------
     y_true : array_like, shape ``(n_samples,)`` or ``(n_samples, n_classes)``
         Labels of any sortable type (ints, strings, ...) or a label-indicator matrix.
-    y_pred : array_like of float, shape ``(n_samples, n_classes)`` or ``(n_samples,)``
+    y_proba : array_like of float, shape ``(n_samples, n_classes)`` or ``(n_samples,)``
         Probabilities, columns in the sorted order of the classes; a 1-D array holds the
-        probability of the positive (larger) class of a binary problem.
-        (``y_proba=`` is accepted too: scikit-learn 1.9 renamed the argument.)
+        probability of the positive (larger) class of a binary problem.  Any float dtype,
+        bfloat16 included.  (scikit-learn 1.9 renamed ``y_pred`` to ``y_proba``; as there,
+        ``y_pred=`` still works with a ``FutureWarning``.)
     normalize : bool, default True
         Weighted mean (True) or weighted sum (False).
     sample_weight : array_like of shape ``(n_samples,)``, optional
@@ -142,23 +151,44 @@ def log_loss(
     >>> round(-(math.log(0.9) + math.log(1 - 0.2) + math.log(1 - 0.3)) / 3, 7)
     0.228393
     """
-    if y_proba is not None:
-        if y_pred is not _NO_PRED:
-            raise ValueError("pass the probabilities as y_pred or as y_proba, not both")
-        y_pred, pname = y_proba, "y_proba"
-    elif y_pred is _NO_PRED:
-        raise TypeError("log_loss() needs the predicted probabilities (y_pred)")
-    else:
-        pname = "y_pred"
-    p, eps = _as_probabilities(y_pred, pname)
+    pname = "y_proba"
+    if y_pred is not _NO_PRED:
+        if y_proba is not None:
+            raise ValueError(
+                "Cannot use both `y_pred` and `y_proba`. `y_pred` is deprecated, use `y_proba` "
+                "instead."
+            )
+        warnings.warn(
+            "`y_pred` was renamed to `y_proba` in version 1.9 and will be removed in 1.11. "
+            "Use `y_proba` instead.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        y_proba, pname = y_pred, "y_pred"
+    if y_proba is None:
+        raise TypeError("log_loss() needs the predicted probabilities (y_proba)")
+    p, eps = _as_probabilities(y_proba, pname)
     y = as_array(y_true, "y_true")
     n = p.shape[0]
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    if y.ndim not in (1, 2) or y.shape[0] != n:
+    if p.ndim == 2 and p.shape[1] == 1:  # one column: the positive class, as 1-D
+        p = p[:, 0]
+    # scikit-learn's check_consistent_length(y_proba, y_true, sample_weight) and its wording
+    lengths = [n, y.shape[0] if y.ndim else 1]
+    if sample_weight is not None and np.ndim(sample_weight) > 0:
+        lengths.append(len(as_array(sample_weight, "sample_weight")))
+    if len(set(lengths)) > 1:
+        named = f"{pname} has {n} rows, y_true {lengths[1]}" + (
+            f", sample_weight {lengths[2]}" if len(lengths) > 2 else ""
+        )
         raise ValueError(
-            f"y_true has shape {y.shape} but {pname} has {n} samples; y_true must be "
-            f"(n_samples,) labels or an (n_samples, n_classes) indicator matrix"
+            f"Found input variables with inconsistent numbers of samples: {lengths} ({named})"
+        )
+    if y.ndim not in (1, 2):
+        raise ValueError(
+            f"y_true has shape {y.shape}; it must be (n_samples,) labels or an "
+            f"(n_samples, n_classes) indicator matrix"
         )
     w = _sample_weight(sample_weight, n)
     if n == 0:
@@ -168,13 +198,15 @@ def log_loss(
     if bad.any():
         i = int(np.argmax(bad > 0))
         row = rows[i]
-        j = int(np.argmax(~((row >= 0) & (row <= 1))))
+        wide = as_float64(row)  # one row
+        j = int(np.argmax(~((wide >= 0) & (wide <= 1))))
         raise ValueError(
-            f"{pname} must hold probabilities in [0, 1]; found {row[j].item()!r} at "
+            f"{pname} must hold probabilities in [0, 1]; found {float(wide[j])!r} at "
             + (f"index {i}" if p.ndim == 1 else f"index ({i}, {j})")
         )
     if p.ndim == 1:
-        rows = np.stack([1.0 - p, p], axis=1)  # O(n): the binary columns
+        p1 = as_float64(p) if p.dtype.itemsize == 2 else p
+        rows = np.stack([1.0 - p1, p1], axis=1)  # O(n): the binary columns
         sums = np.ones(n)
     if y.ndim == 2:
         if y.dtype.kind not in "biuf":
@@ -195,8 +227,8 @@ def log_loss(
     if off.any():
         k = int(np.argmax(off))
         warnings.warn(
-            f"The {pname} values do not sum to one (row {k} sums to {sums[k]!r}); they are "
-            "not renormalised. Make sure to pass probabilities.",
+            f"The y_prob values do not sum to one. Make sure to pass probabilities. ({pname} "
+            f"row {k} sums to {float(sums[k])!r}; rows are not renormalised.)",
             UserWarning,
             stacklevel=2,
         )

@@ -8,17 +8,17 @@ from __future__ import annotations
 import numpy as np
 
 from xent import _dask, _engine
-from xent._frameworks import returns_like_inputs
+from xent._frameworks import as_float64, dtype_name, is_bfloat16, returns_like_inputs
 from xent._inputs import (
     as_array,
     as_class_weights,
     as_labels,
     as_predictions,
     as_targets,
-    check_fraction,
     check_ignore_class,
     to_rows,
 )
+from xent._numbers import check_number
 from xent._reduce import TorchReduction
 from xent._vocab import check_large_vocab, package, z_terms
 
@@ -31,6 +31,102 @@ def _check_reduction(reduction):
         allowed = ", ".join(repr(r) for r in TORCH_REDUCTIONS)
         raise ValueError(f"reduction={reduction!r} is not supported; use one of {allowed}")
     return reduction
+
+
+class TorchInputError(ValueError, RuntimeError):
+    """Bad input to a PyTorch-style function (:func:`cross_entropy`, :func:`nll_loss`).
+
+    A ``ValueError``, as everywhere in xent, and also the ``RuntimeError`` PyTorch raises for
+    the same input, so that ``except RuntimeError`` written for PyTorch still catches it.  The
+    message starts with PyTorch's own sentence, then xent's detail.
+
+    Examples
+    --------
+    >>> import xent
+    >>> try:
+    ...     xent.cross_entropy([[0.0, 1.0, 2.0]] * 2, [0, 1, 2])
+    ... except RuntimeError as exc:
+    ...     print(type(exc).__name__, isinstance(exc, ValueError), str(exc).split(". ")[0])
+    TorchInputError True Expected input batch_size (2) to match target batch_size (3)
+    """
+
+
+class _TorchDtypeError(TorchInputError, TypeError):
+    """A target of the wrong dtype: also a ``TypeError``, as xent's other dtype errors."""
+
+
+_TORCH_DTYPE_NAMES = {
+    "int64": "Long",
+    "int32": "Int",
+    "int16": "Short",
+    "int8": "Char",
+    "uint8": "Byte",
+    "bool": "Bool",
+    "float64": "Double",
+    "float32": "Float",
+    "float16": "Half",
+    "bfloat16": "BFloat16",
+}
+
+
+def _is_float(dtype) -> bool:
+    """Floating point, bfloat16 included (PyTorch's test for probability targets)."""
+    return dtype.kind == "f" or is_bfloat16(dtype)
+
+
+def _torch_dtype(dtype) -> str:
+    name = dtype_name(dtype)
+    return _TORCH_DTYPE_NAMES.get(name, name)
+
+
+def _check_like_torch(pred, t, weight, ignore_index, *, probabilities_allowed):
+    """PyTorch's own checks of ``(input, target, weight)`` (``t``: the target as an array),
+    raised with its wording (and xent's detail after it) before xent's validation runs."""
+    t_shape, t_dtype = t.shape, t.dtype
+    dim = _class_dim(pred)
+    c = pred.shape[dim]
+    if weight is not None:
+        w_shape = np.shape(weight)
+        if w_shape != (c,):
+            raise TorchInputError(
+                f"weight tensor should be defined either for all {c} classes or no classes but "
+                f"got weight tensor of shape: {list(w_shape)}"
+            )
+    floating = _is_float(t_dtype)
+    if probabilities_allowed and t_shape == pred.shape and pred.ndim > 0:
+        if not floating:
+            raise _TorchDtypeError(
+                f"Expected floating point type for target with class probabilities, got "
+                f"{_torch_dtype(t_dtype)} (target has input's shape {pred.shape}: class "
+                f"probabilities must be floating point; class indices have shape "
+                f"{pred.shape[:dim] + pred.shape[dim + 1 :]})"
+            )
+        if ignore_index != -100:
+            raise TorchInputError(
+                f"ignore_index is not supported for floating point target (got "
+                f"ignore_index={ignore_index!r} with class probabilities)"
+            )
+        return
+    if floating or t_dtype.kind not in "iub":
+        raise _TorchDtypeError(
+            f"expected target dtype to be Long or Byte, but got {_torch_dtype(t_dtype)} (a "
+            f"target of shape {t_shape}, not input's shape {pred.shape}, holds class indices)"
+        )
+    batch = pred.shape[:dim] + pred.shape[dim + 1 :]
+    if pred.ndim <= 2 and len(t_shape) > 1 and t_shape != batch + (1,):
+        raise TorchInputError(
+            f"0D or 1D target tensor expected, multi-target not supported (input {pred.shape}, "
+            f"target {t_shape})"
+        )
+    if pred.ndim == 2 and len(t_shape) == 1 and t_shape[0] != pred.shape[0]:
+        raise TorchInputError(
+            f"Expected input batch_size ({pred.shape[0]}) to match target batch_size "
+            f"({t_shape[0]}). (input {pred.shape}, target {t_shape})"
+        )
+    if pred.ndim > 2 and t_shape != batch and len(t_shape) == len(batch):
+        raise TorchInputError(
+            f"Expected target size {list(batch)}, got {list(t_shape)} (input {pred.shape})"
+        )
 
 
 def _class_dim(pred: np.ndarray, name: str = "input") -> int:
@@ -134,7 +230,12 @@ def cross_entropy(
     1.4594145
     """
     reduction = _check_reduction(reduction)
-    smoothing = check_fraction(label_smoothing, "label_smoothing")
+    smoothing = check_number(label_smoothing, "label_smoothing")
+    if not 0.0 <= smoothing <= 1.0:
+        raise TorchInputError(
+            f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing!r}"
+        )
+    smoothing = float(smoothing)
     ignore_index = check_ignore_class(ignore_index, "ignore_index")
     opts = check_large_vocab(z_loss, softcap, return_lse, return_z_loss)
     if _dask.is_dask(input) or _dask.is_dask(target):
@@ -171,10 +272,11 @@ def _cross_entropy_parts(input, target, weight, ignore_index, smoothing, opts) -
     dim = _class_dim(pred)
     rows, batch_shape = to_rows(pred, dim, name="input")
     n_classes = rows.shape[1]
-    w = as_class_weights(weight, n_classes)
     t = as_array(target, "target")
+    _check_like_torch(pred, t, weight, ignore_index, probabilities_allowed=True)
+    w = as_class_weights(weight, n_classes)
     options = opts.row_options(smoothing=smoothing, class_weights=w)
-    if t.dtype.kind == "f":  # class probabilities
+    if _is_float(t.dtype):  # class probabilities
         if t.shape != pred.shape:
             raise ValueError(
                 f"target is floating point, so it holds class probabilities and needs input's "
@@ -213,7 +315,7 @@ def _dask_cross_entropy(input, target, weight, ignore_index, reduction, smoothin
     block, or the same partials as in memory added over blocks and combined once."""
     if len(input.shape) != 2:
         raise ValueError("dask inputs to cross_entropy must have shape (N, C)")
-    kind = "dense" if np.dtype(getattr(target, "dtype", np.int64)).kind == "f" else "sparse"
+    kind = "dense" if _is_float(np.dtype(getattr(target, "dtype", np.int64))) else "sparse"
     dtype = _dask.result_dtype(input)
 
     def parts(y, p):
@@ -298,6 +400,8 @@ def _nll_parts(input, target, weight, ignore_index):
     dim = _class_dim(pred)
     rows, batch_shape = to_rows(pred, dim, name="input")
     n_classes = rows.shape[1]
+    target = as_array(target, "target")
+    _check_like_torch(pred, target, weight, ignore_index, probabilities_allowed=False)
     w = as_class_weights(weight, n_classes)
     labels, _ = as_labels(
         target,
@@ -312,9 +416,9 @@ def _nll_parts(input, target, weight, ignore_index):
     )
     keep = labels != _engine.IGNORED
     safe = np.where(keep, labels, 0)
-    picked = rows[np.arange(rows.shape[0]), safe].astype(np.float64)
+    picked = as_float64(rows[np.arange(rows.shape[0]), safe])
     scale = np.ones(labels.shape) if w is None else w[safe]
-    loss = np.where(keep, -scale * picked, 0.0).astype(rows.dtype)
+    loss = np.where(keep, -scale * picked, 0.0).astype(_engine.result_dtype(rows.dtype))
     divisor = np.sum(np.where(keep, scale, 0.0), dtype=np.float64)
     return loss, divisor, batch_shape
 

@@ -1,0 +1,159 @@
+"""The peers' own tests, run against xent.
+
+Keras's ``losses_test.py`` (the two categorical cross-entropy test classes) and
+scikit-learn's ``log_loss`` tests (``test_classification.py``, ``test_common.py``) run from the
+installed packages with the ``xent_in_peers`` plugin (``tests/peer_suites``), which puts xent's
+functions in place of the peer's.  PyTorch's module tests keep their inputs, expected
+outputs and error cases in ``module_db`` (``torch.testing._internal.common_modules``); the
+cases for ``CrossEntropyLoss`` and ``NLLLoss`` are run here against xent's functions.
+
+The peers are installed by the ``peers`` extra, which CI uses, so none of this skips there.
+"""
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import xent
+
+from subproc import run_isolated
+
+PLUGIN_DIR = Path(__file__).parent / "peer_suites"
+
+
+def _run_peer_tests(files, select, env=None):
+    """Run the peer's test ``files`` under pytest with xent in place; the summary counts."""
+    proc = run_isolated(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-c",
+            str(PLUGIN_DIR / "pytest.ini"),
+            "-p",
+            "xent_in_peers",
+            "-k",
+            select,
+            *map(str, files),
+        ],
+        timeout=600,
+        env={"PYTHONPATH": str(PLUGIN_DIR), **(env or {})},
+        cwd=PLUGIN_DIR,
+    )
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    counts = {
+        k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|error|errors|skipped)", summary)
+    }
+    return proc, summary, counts
+
+
+def _package_file(module, *parts):
+    """A file inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        pytest.skip(f"{module} is not installed")
+    return Path(spec.origin).parent.joinpath(*parts)
+
+
+@pytest.mark.slow
+def test_keras_losses_test_file():
+    """Keras 3's own tests of CategoricalCrossentropy / SparseCategoricalCrossentropy (and the
+    functions), on the torch backend: there the channels-first case is not skipped."""
+    pytest.importorskip("torch")
+    path = _package_file("keras", "src", "losses", "losses_test.py")
+    proc, summary, counts = _run_peer_tests(
+        [path], "CategoricalCrossentropyTest", env={"KERAS_BACKEND": "torch"}
+    )
+    assert counts.get("failed", 0) == 0 and counts.get("error", 0) == 0, proc.stdout[-4000:]
+    assert counts.get("skipped", 0) == 0, summary
+    assert counts.get("passed", 0) >= 20, summary
+
+
+@pytest.mark.slow
+def test_sklearn_log_loss_tests():
+    """scikit-learn's own ``log_loss`` tests (messages and warnings included); the tests that
+    skip are its array-API variants, skipped by scikit-learn itself without array-api-strict."""
+    files = [
+        _package_file("sklearn", "metrics", "tests", "test_classification.py"),
+        _package_file("sklearn", "metrics", "tests", "test_common.py"),
+    ]
+    proc, summary, counts = _run_peer_tests(files, "log_loss and not d2")
+    assert counts.get("failed", 0) == 0 and counts.get("error", 0) == 0, proc.stdout[-4000:]
+    assert counts.get("passed", 0) >= 30, summary
+
+
+def _torch_module_infos():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("expecttest")  # torch's test helpers need it
+    from torch.testing._internal.common_modules import module_db
+
+    ours = {torch.nn.CrossEntropyLoss: xent.cross_entropy, torch.nn.NLLLoss: xent.nll_loss}
+    return torch, [(info, ours[info.module_cls]) for info in module_db if info.module_cls in ours]
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "float64"])
+def test_torch_module_db_forward_cases(dtype_name):
+    """Every forward case PyTorch's module tests run for the two losses: xent's function with
+    the module's constructor arguments gives the module's output (dtype and shape too) and
+    agrees with the case's own reference function."""
+    torch, infos = _torch_module_infos()
+    dtype = getattr(torch, dtype_name)
+    rtol = 1e-5 if dtype == torch.float32 else 1e-12
+    n = 0
+    for info, ours in infos:
+        samples = info.module_inputs_func(
+            info, device="cpu", dtype=dtype, requires_grad=False, training=False
+        )
+        for s in samples:
+            kwargs = s.constructor_input.kwargs
+            module = info.module_cls(*s.constructor_input.args, **kwargs)
+            args = s.forward_input.args
+            want = module(*args)
+            got = ours(*args, **kwargs)
+            where = f"{info.module_cls.__name__} {s.desc}"
+            assert got.dtype == want.dtype and got.shape == want.shape, where
+            torch.testing.assert_close(got, want, rtol=rtol, atol=1e-6, equal_nan=True, msg=where)
+            if s.reference_fn is not None:
+                ref = torch.as_tensor(s.reference_fn(module, *args), dtype=torch.float64)
+                np.testing.assert_allclose(
+                    got.double().numpy(),
+                    ref.numpy(),
+                    rtol=max(rtol, 1e-7),
+                    atol=1e-6,
+                    err_msg=where,
+                )
+            n += 1
+    assert n > 100
+
+
+#: PyTorch's error cases xent deliberately does not raise as PyTorch does (README, "Where
+#: xent differs"): class weights of another dtype than the input are accepted (they are read
+#: as float64); the case's input has no classes, a ValueError of its own.
+_DIFFERENT_ON_PURPOSE = {r"expected scalar type \w+ but found \w+"}
+
+
+def test_torch_module_db_error_cases():
+    """PyTorch's error cases for the two losses: the same exception class (xent's
+    ``TorchInputError`` is both ``ValueError`` and ``RuntimeError``) and PyTorch's sentence."""
+    torch, infos = _torch_module_infos()
+    n = 0
+    for info, ours in infos:
+        for case in info.module_error_inputs_func(
+            info, device="cpu", dtype=torch.float32, requires_grad=False, training=False
+        ):
+            s = case.module_error_input
+            with pytest.raises(ValueError) as caught:
+                ours(*s.forward_input.args, **s.constructor_input.kwargs)
+            if case.error_regex in _DIFFERENT_ON_PURPOSE:
+                continue
+            assert isinstance(caught.value, case.error_type), (case.error_regex, caught.value)
+            assert re.search(case.error_regex, str(caught.value)), (case.error_regex, caught.value)
+            n += 1
+    assert n >= 6
