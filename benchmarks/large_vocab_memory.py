@@ -1,10 +1,12 @@
-"""Peak extra memory of the large-vocabulary options on 8,192 x 128,000 float32 logits.
+"""Peak extra memory of the large-vocabulary options on 8,192 x 128,000 logits.
 
-Run: ``python benchmarks/large_vocab_memory.py [--readme README.md]``.  Needs ~9 GiB of RAM
-(logits and dense targets).  Peak resident memory is read from the kernel's high-water mark
-(``VmHWM``), reset just before each call through ``/proc/self/clear_refs``, so the figure is
-the call's own peak above the inputs.  With ``--readme`` the table replaces the text between
-``<!-- large-vocab-memory -->`` markers; nothing in it is typed by hand.
+Run: ``python benchmarks/large_vocab_memory.py [--dtype bfloat16] [--readme README.md]``.
+Needs ~9 GiB of RAM in float32 (logits and dense targets), half that in 16 bits.  Peak
+resident memory is read from the kernel's high-water mark (``VmHWM``), reset just before each
+call through ``/proc/self/clear_refs``, so the figure is the call's own peak above the inputs.
+With ``--readme`` the table replaces the text between ``<!-- large-vocab-memory -->`` markers
+(``<!-- large-vocab-memory-bfloat16 -->`` and so on for 16-bit logits); nothing in it is
+typed by hand.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 from _readme import splice
 
 import xent
+from xent.bench import _to_bfloat16
 
 N, C = 8192, 128_000
 
@@ -42,14 +45,24 @@ def peak_extra(call) -> tuple[float, float]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--readme", help="README to update between the markers")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
-    z = np.empty((N, C), np.float32)
+
+    def convert(x):
+        if args.dtype == "bfloat16":
+            return _to_bfloat16(x)
+        return x.astype(args.dtype)
+
+    z = None
     for i in range(0, N, 256):
-        z[i : i + 256] = rng.standard_normal((256, C), np.float32) * 4
+        block = convert(rng.standard_normal((256, C), np.float32) * 4)
+        if z is None:
+            z = np.empty((N, C), block.dtype)
+        z[i : i + 256] = block
     y = rng.integers(0, C, N)
-    t = np.zeros_like(z)
-    t[np.arange(N), y] = 1.0
+    t = np.zeros((N, C), z.dtype)
+    t[np.arange(N), y] = convert(np.ones(1, np.float32))[0]
     w = np.ones(C)
     cases = [
         ("sparse (`cross_entropy`, index targets)", lambda: xent.cross_entropy(z, y)),
@@ -72,8 +85,9 @@ def main(argv=None) -> int:
         ),
     ]
     lines = [
-        f"Measured by `python benchmarks/large_vocab_memory.py` ({N:,} x {C:,} float32 logits, "
-        f"{z.nbytes / 2**30:.1f} GiB; {xent.get_num_threads()} threads; second call, compiled):",
+        f"Measured by `python benchmarks/large_vocab_memory.py --dtype {args.dtype}` ({N:,} x "
+        f"{C:,} {args.dtype} logits, {z.nbytes / 2**30:.1f} GiB; {xent.get_num_threads()} "
+        f"threads; second call, compiled):",
         "",
         "| call | time | peak extra memory |",
         "|---|---:|---:|",
@@ -85,12 +99,13 @@ def main(argv=None) -> int:
         print(lines[-1], flush=True)
     lines.append("")
     lines.append(
-        f"For comparison, one float32 N×C temporary would be {z.nbytes / 2**20:,.0f} MiB; "
+        f"For comparison, one float32 N×C temporary would be {N * C * 4 / 2**20:,.0f} MiB; "
         f"the outputs themselves are {N * 4 * 3 / 2**10:.0f} KiB."
     )
     block = "\n".join(lines)
     if args.readme:
-        splice(args.readme, "<!-- large-vocab-memory -->", block)
+        marker = "large-vocab-memory" + ("" if args.dtype == "float32" else f"-{args.dtype}")
+        splice(args.readme, f"<!-- {marker} -->", block)
     else:
         print(block)
     return 0

@@ -30,4 +30,5 @@ def test_loss(benchmark, bench_data, impl):
         threading_layer=bench._threading_layer(),
     )
     if impl.loss != "baseline":
-        assert np.isclose(value, expected, rtol=1e-4, atol=1e-5), (value, expected)
+        rtol = bench.tolerance(impl, data.case)
+        assert np.isclose(value, expected, rtol=rtol, atol=1e-5), (value, expected)
