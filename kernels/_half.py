@@ -51,12 +51,24 @@ def _float16_to_float32(typingctx, bits):
     return types.float32(bits), codegen
 
 
-def _half_format(numba_type):
+def half_format(numba_type):
     """``"bfloat16"``, ``"float16"`` or ``None`` for a Numba scalar or record type."""
     if isinstance(numba_type, types.Record) and len(numba_type.fields) == 1:
         name = next(iter(numba_type.fields))
         if name in ("bfloat16", "float16"):
             return name
+    return None
+
+
+def float16_bits_to_float32(bits):  # pragma: no cover - replaced inside jitted code
+    """A float16 given as its 16 bits (uint16), as float32."""
+    raise NotImplementedError
+
+
+@overload(float16_bits_to_float32, jit_options=_OVERLOAD_OPTS, inline="always")
+def _float16_bits_impl(bits):
+    if isinstance(bits, types.Integer) and bits.bitwidth == 16:
+        return lambda bits: _float16_to_float32(bits)
     return None
 
 
@@ -77,7 +89,7 @@ def work_empty(shape, arr):  # pragma: no cover - replaced by the overload insid
 
 @overload(widen, jit_options=_OVERLOAD_OPTS, inline="always")
 def _widen_impl(x):
-    fmt = _half_format(x)
+    fmt = half_format(x)
     if fmt == "bfloat16":
         return lambda x: _bfloat16_to_float32(x.bfloat16)
     if fmt == "float16":
@@ -88,7 +100,7 @@ def _widen_impl(x):
 
 
 def _work_type(arr):
-    if _half_format(arr.dtype) is not None:
+    if half_format(arr.dtype) is not None:
         return types.float32
     return arr.dtype
 

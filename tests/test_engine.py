@@ -11,6 +11,7 @@ SHORT = np.zeros((100, 8), np.float32)  # 32 bytes per row
 WIDE = np.zeros((100, 1000), np.float32)
 LONG = np.zeros((1, _engine.LONG_ROW), np.float32)  # fewer rows than threads
 W = np.ones(8)
+HALF96 = np.zeros((100, 96), np.float16)  # 192 bytes stored, 384 bytes once widened
 
 
 def _name(kind, rows, **options):
@@ -30,6 +31,10 @@ def _name(kind, rows, **options):
         ("dense", WIDE, {}, "dense_logits"),
         ("sparse", SHORT, {"from_logits": False}, "sparse_probs"),
         ("dense", WIDE, {"from_logits": False, "smoothing": 0.2}, "dense_probs"),
+        # 16-bit rows: sparse by stored size, dense by widened size (measured, see _engine)
+        ("sparse", HALF96, {}, "sparse_logits_short_rows"),
+        ("dense", HALF96, {}, "dense_logits"),
+        ("dense", HALF96[:, :48], {}, "dense_logits_short_rows"),
     ],
 )
 def test_each_call_goes_to_its_kernel(kind, rows, options, expected):

@@ -41,7 +41,7 @@ def _probs(rng, n, c, dtype):
 
 
 # short rows (turned blocks), ordinary rows, and one row long enough to be split
-SHAPES = [(700, 3), (333, 10), (257, 40), (129, 97), (40, 1000), (1, 140_000)]
+SHAPES = [(700, 3), (333, 10), (257, 40), (150, 96), (129, 97), (40, 1000), (1, 140_000)]
 
 
 @pytest.mark.parametrize("dtype", HALVES, ids=["float16", "bfloat16"])

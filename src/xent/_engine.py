@@ -155,8 +155,15 @@ def _long_rows(rows) -> bool:
 
 
 def _short_rows(rows) -> bool:
-    """Rows of at most ``SHORT_ROW_BYTES``: turned row blocks, rows in the SIMD lanes."""
-    # counted in the type computed in: the turned blocks hold widened 16-bit values
+    """Rows of at most ``SHORT_ROW_BYTES`` as stored: turned row blocks, rows in the SIMD
+    lanes.  (16-bit rows of up to 96 classes: measured 10-40% faster than the per-row kernel
+    for the sparse loss, widened to float32 as they are turned.)"""
+    return rows.shape[1] * rows.itemsize <= kernels.SHORT_ROW_BYTES
+
+
+def _short_dense_rows(rows) -> bool:
+    """:func:`_short_rows` counted in the type computed in: the dense kernel turns targets
+    too, and for 16-bit rows of 64-96 classes the per-row kernel was faster (measured)."""
     return rows.shape[1] * result_dtype(rows.dtype).itemsize <= kernels.SHORT_ROW_BYTES
 
 
@@ -211,7 +218,7 @@ TABLE = (
             frozenset({"smoothing", "want_lse"}), _launch_dense_split),
     _Kernel(kernels.sparse_logits_short_rows, "sparse", True,  _short_rows, _PLAIN,
             _launch_plain),
-    _Kernel(kernels.dense_logits_short_rows,  "dense",  True,  _short_rows, _PLAIN,
+    _Kernel(kernels.dense_logits_short_rows,  "dense",  True,  _short_dense_rows, _PLAIN,
             _launch_plain),
     _Kernel(kernels.sparse_logits,            "sparse", True,  _any_rows,   _LOGITS_ALL,
             _launch_logits),
