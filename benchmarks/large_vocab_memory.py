@@ -18,6 +18,7 @@ import numpy as np
 from _readme import splice
 
 import xent
+from xent._bench_report import machine_info
 from xent.bench import _to_bfloat16
 
 N, C = 8192, 128_000
@@ -86,8 +87,8 @@ def main(argv=None) -> int:
     ]
     lines = [
         f"Measured by `python benchmarks/large_vocab_memory.py --dtype {args.dtype}` ({N:,} x "
-        f"{C:,} {args.dtype} logits, {z.nbytes / 2**30:.1f} GiB; {xent.get_num_threads()} "
-        f"threads; second call, compiled):",
+        f"{C:,} {args.dtype} logits, {z.nbytes / 2**30:.1f} GiB; {machine_info()['cpu']}, "
+        f"{xent.get_num_threads()} threads; second call, compiled):",
         "",
         "| call | time | peak extra memory |",
         "|---|---:|---:|",
