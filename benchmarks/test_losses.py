@@ -22,13 +22,18 @@ def test_loss(benchmark, bench_data, impl):
         pytest.skip(f"{impl.name} does not apply to {data.case.label}")
     benchmark.group = data.case.label
     value = benchmark(fn)
-    median = benchmark.stats.stats.median
-    benchmark.extra_info.update(
-        gbps=impl.nbytes(data) / median / 1e9,
-        bytes_read=impl.nbytes(data),
-        threads=numba.get_num_threads(),
-        threading_layer=bench._threading_layer(),
-    )
+    stats = benchmark.stats  # None under --benchmark-disable
+    if stats is not None:
+        median = stats.stats.median
+        benchmark.extra_info.update(
+            gbps=impl.nbytes(data) / median / 1e9,
+            bytes_read=impl.nbytes(data),
+            threads=numba.get_num_threads(),
+            threading_layer=bench._threading_layer(),
+        )
     if impl.loss != "baseline":
         rtol = bench.tolerance(impl, data.case)
-        assert np.isclose(value, expected, rtol=rtol, atol=1e-5), (value, expected)
+        ok = bool(np.isclose(value, expected, rtol=rtol, atol=1e-5))
+        benchmark.extra_info["correct"] = ok
+        # xent must be right; a peer's wrong value (PyTorch's float16 mean: inf) is recorded
+        assert ok or not impl.name.startswith("xent"), (value, expected)

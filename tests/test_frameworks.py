@@ -145,6 +145,14 @@ def test_dlpack_objects(data):
     np.testing.assert_array_equal(got, xent.sparse_categorical_crossentropy(y, z, True))
 
 
+def test_dlpack_bfloat16(data):
+    """NumPy cannot take bfloat16 through DLPack; torch (imported) reads it for xent."""
+    z, y, _ = data
+    zb = torch.from_numpy(z).bfloat16()
+    got = xent.cross_entropy(_DLPackOnly(zb), _DLPackOnly(torch.from_numpy(y)))
+    assert float(got) == float(xent.cross_entropy(zb, torch.from_numpy(y)))
+
+
 def test_evaluate_and_log_loss_take_tensors(data):
     z, y, _ = data
     ev = xent.evaluate(torch.from_numpy(y), torch.from_numpy(z), from_logits=True)

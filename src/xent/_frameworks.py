@@ -128,8 +128,14 @@ def to_numpy(x, name: str):
         try:
             x = np.from_dlpack(x)
         except (BufferError, RuntimeError, TypeError, ValueError) as exc:
+            if torch is not None:  # NumPy has no bfloat16 in DLPack; torch reads it
+                try:
+                    return to_numpy(torch.from_dlpack(x), name)
+                except (BufferError, RuntimeError, TypeError, ValueError):
+                    pass
             raise ValueError(
-                f"{name} could not be read through DLPack (xent reads CPU memory): {exc}"
+                f"{name} could not be read through DLPack (xent reads CPU memory of NumPy's "
+                f"dtypes, and bfloat16 through torch when it is imported): {exc}"
             ) from exc
     if isinstance(x, np.ndarray) and is_bfloat16(x.dtype):
         return as_bfloat16(x)
