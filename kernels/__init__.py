@@ -1,7 +1,7 @@
 """Numba kernels of xent, installed as ``xent.kernels``.
 
 A kernel sees only validated, correctly typed 2-D arrays (rows x classes, any strides)
-(float32, float64, or 16-bit floats as the records of ``_half``) and writes one value per
+(float32, float64, or 16-bit floats as their bits: ``_half``) and writes one value per
 row; all policy (dtypes, shapes, label ranges, reductions)
 lives in the ``xent`` wrappers.  Labels are int64 with ``IGNORED`` (-1) marking rows that
 do not count.  The kernels never read outside their arrays, even if handed a label out of

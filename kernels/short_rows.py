@@ -54,7 +54,7 @@ def _turn_float16(x, r0, nr, like, out, raw):
     for j in range(x.shape[1]):
         col = x[r0 : r0 + nr, j]
         for r in range(nr):
-            raw[j, r] = col[r].float16
+            raw[j, r] = col[r]
     for j in range(x.shape[1]):
         for r in range(nr):
             out[j, r] = float16_bits_to_float32(raw[j, r])

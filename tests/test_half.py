@@ -230,3 +230,50 @@ def test_two_byte_void_arrays_get_a_hint():
     v = np.zeros((4, 3), ml_dtypes.bfloat16).view("V2")
     with pytest.raises(TypeError, match=r"y_pred .*void.*ml_dtypes\.bfloat16"):
         xent.sparse_categorical_crossentropy(np.zeros(4, int), v)
+
+
+@pytest.mark.slow
+def test_kernels_cached_by_one_process_are_right_in_another(tmp_path):
+    """16-bit kernels compiled and cached by one process give the right numbers in another.
+
+    The sequence that exposed it, run as it was found: the command-line test (its ``xent
+    eval`` processes compile and cache 16-bit evaluation kernels) and then the 16-bit
+    evaluation test in one pytest process, both on a fresh kernel cache.  With record dtypes
+    for the 16-bit formats (an earlier design) the second loaded kernels that linked to the
+    other format's helpers: a float16 loss of 815,631 instead of 9.6.
+    """
+    import sys
+    from pathlib import Path
+
+    from subproc import run_isolated
+
+    root = Path(__file__).resolve().parents[1]
+    run = run_isolated(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_evaluate.py::test_cli_reads_safetensors_and_bfloat16_npy",
+            "tests/test_half.py::test_evaluate_in_memory_streamed_and_dask",
+        ],
+        env={"NUMBA_CACHE_DIR": str(tmp_path / "cache")},
+        cwd=root,
+        timeout=900,
+    )
+    assert run.returncode == 0 and "3 passed" in run.stdout, run.stdout[-3000:]
+
+
+def test_int16_targets_are_not_taken_for_16_bit_floats(rng):
+    """The kernels read int16/uint16 arrays as bfloat16/float16 bits: integer targets of those
+    dtypes are converted by the engine and give the loss of the same targets as int64."""
+    z = _logits(rng, 50, 7, np.float32)
+    t = np.eye(7, dtype=np.int64)[rng.integers(0, 7, 50)] * 2
+    want = xent.categorical_crossentropy(t, z, from_logits=True)
+    for dtype in (np.int16, np.uint16):
+        got = xent.categorical_crossentropy(t.astype(dtype), z, from_logits=True)
+        np.testing.assert_array_equal(got, want)
+        got = xent.categorical_crossentropy(t.astype(dtype), z.astype(np.float16), True)
+        np.testing.assert_allclose(got, want, rtol=1e-2)

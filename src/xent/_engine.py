@@ -66,12 +66,16 @@ def result_dtype(dtype) -> np.dtype:
 
 
 def kernel_view(arr: np.ndarray) -> np.ndarray:
-    """``arr`` as the kernels read it: 16-bit floats as a view of their bits in a record whose
-    field names the format (``kernels/_half.py``), anything else unchanged.  Never a copy."""
+    """``arr`` as the kernels read it: 16-bit floats as a view of their bits (float16 as
+    uint16, bfloat16 as int16: ``kernels/_half.py``), anything else unchanged, never copied;
+    except that dense targets of dtype int16/uint16, which the kernels would take for 16-bit
+    floats, become int32 (a copy, for that rare target dtype only)."""
     if arr.dtype == np.float16:
         return arr.view(kernels.FLOAT16_BITS)
     if arr.dtype.itemsize == 2 and arr.dtype.kind == "V":  # BFLOAT16 or ml_dtypes.bfloat16
         return arr.view(kernels.BFLOAT16_BITS)
+    if arr.dtype in (np.int16, np.uint16):
+        return arr.astype(np.int32)
     return arr
 
 
