@@ -23,18 +23,24 @@ class CliError(Exception):
     """An error reported as one line, exit status 2."""
 
 
+def _chosen(path: str, names: list, key: str | None, what: str, noun: str) -> str:
+    """The member ``--<what>-key`` names, or the only one (``noun``: array / tensor)."""
+    if key is None:
+        if len(names) != 1:
+            raise CliError(
+                f"{path} holds {len(names)} {noun}s ({', '.join(names)}); "
+                f"choose one with --{what}-key"
+            )
+        return names[0]
+    if key not in names:
+        raise CliError(f"{path} has no {noun} {key!r}; it holds: {', '.join(names)}")
+    return key
+
+
 def _npz_member(path: str, key: str | None, what: str):
     with zipfile.ZipFile(path) as zf:
         names = [n[:-4] if n.endswith(".npy") else n for n in zf.namelist()]
-        if key is None:
-            if len(names) != 1:
-                raise CliError(
-                    f"{path} holds {len(names)} arrays ({', '.join(names)}); "
-                    f"choose one with --{what}-key"
-                )
-            key = names[0]
-        if key not in names:
-            raise CliError(f"{path} has no array {key!r}; it holds: {', '.join(names)}")
+        key = _chosen(path, names, key, what, "array")
         info = zf.getinfo(key + ".npy" if key + ".npy" in zf.namelist() else key)
         if info.compress_type != zipfile.ZIP_STORED:
             print(
@@ -106,16 +112,7 @@ def _safetensors_header(path: str):
 
 
 def _safetensors_tensor(path: str, header: dict, data_start: int, key: str | None, what: str):
-    names = [k for k in header if k != "__metadata__"]
-    if key is None:
-        if len(names) != 1:
-            raise CliError(
-                f"{path} holds {len(names)} tensors ({', '.join(names)}); "
-                f"choose one with --{what}-key"
-            )
-        key = names[0]
-    if key not in names:
-        raise CliError(f"{path} has no tensor {key!r}; it holds: {', '.join(names)}")
+    key = _chosen(path, [k for k in header if k != "__metadata__"], key, what, "tensor")
     entry = header[key]
     try:
         code, shape, (start, stop) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
