@@ -12,6 +12,7 @@ from ._half import BFLOAT16_BITS, FLOAT16_BITS
 from ._serial import serial
 from .baseline import row_sums
 from .evaluate import evaluate_dense, evaluate_sparse
+from .grad import dense_logits_grad, sparse_logits_grad
 from .long_rows import dense_logits_long_rows, sparse_logits_long_rows
 from .probs import dense_probs, probability_rows, sparse_probs
 from .rows import dense_logits, sparse_logits
@@ -24,6 +25,7 @@ __all__ = [
     "IGNORED",
     "SHORT_ROW_BYTES",
     "dense_logits",
+    "dense_logits_grad",
     "dense_logits_long_rows",
     "dense_logits_short_rows",
     "dense_probs",
@@ -33,6 +35,7 @@ __all__ = [
     "row_sums",
     "serial",
     "sparse_logits",
+    "sparse_logits_grad",
     "sparse_logits_long_rows",
     "sparse_logits_short_rows",
     "sparse_probs",

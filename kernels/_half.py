@@ -22,9 +22,10 @@ Widening costs almost nothing: bfloat16 is the high half of a float32 (a shift),
 
 import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.extending import intrinsic, overload
 
+from ._bits import bits_from_f32
 from ._config import SCALAR as _OPTS
 
 _OVERLOAD_OPTS = {k: v for k, v in _OPTS.items() if k != "cache"}
@@ -56,6 +57,18 @@ def _float16_to_float32(typingctx, bits):
         return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
 
     return types.float32(bits), codegen
+
+
+@intrinsic
+def _float32_to_float16_bits(typingctx, x):
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        half = builder.fptrunc(args[0], ir.HalfType())  # round to nearest even, as NumPy
+        return builder.bitcast(half, ir.IntType(16))
+
+    return types.uint16(x), codegen
 
 
 def half_format(numba_type):
@@ -103,6 +116,37 @@ def _widen_impl(x):
         return lambda x: _float16_to_float32(x)
     if isinstance(x, (types.Float, types.Integer, types.Boolean)):
         return lambda x: x
+    return None
+
+
+def narrow(x, arr):  # pragma: no cover - replaced by the overload inside jitted code
+    """``x`` (a number computed in the work type) as an element of ``arr``: rounded to nearest
+    even for 16-bit floats (their bits, as the engine views them), cast otherwise."""
+    raise NotImplementedError
+
+
+@njit(types.int16(types.float32), **_OPTS)
+def float32_to_bfloat16_bits(x):
+    """bfloat16 bits of a float32, rounded to nearest even (as ml_dtypes and PyTorch); NaN stays
+    a quiet NaN."""
+    bits = np.int64(bits_from_f32(x)) & 0xFFFFFFFF
+    if x != x:
+        return np.int16(((bits >> 16) | 0x40) & 0xFFFF)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+    return np.int16(rounded & 0xFFFF)
+
+
+@overload(narrow, jit_options=_OVERLOAD_OPTS, inline="always")
+def _narrow_impl(x, arr):
+    fmt = half_format(arr.dtype)
+    if fmt == "bfloat16":
+        return lambda x, arr: float32_to_bfloat16_bits(np.float32(x))
+    if fmt == "float16":
+        return lambda x, arr: _float32_to_float16_bits(np.float32(x))
+    if arr.dtype == types.float32:
+        return lambda x, arr: np.float32(x)
+    if arr.dtype == types.float64:
+        return lambda x, arr: np.float64(x)
     return None
 
 

@@ -11,6 +11,7 @@ semantics, the command line (``xent``) and the benchmarks.
 
 from xent._engine import threading_layer
 from xent._evaluate import Evaluation, evaluate
+from xent._grad import value_and_grad
 from xent._keras_api import categorical_crossentropy, sparse_categorical_crossentropy
 from xent._keras_losses import CategoricalCrossentropy, SparseCategoricalCrossentropy
 from xent._optax_api import (
@@ -40,4 +41,5 @@ __all__ = [
     "set_num_threads",
     "sparse_categorical_crossentropy",
     "threading_layer",
+    "value_and_grad",
 ]

@@ -278,6 +278,53 @@ def dense_rows(rows, targets, options: RowOptions = RowOptions()):
     return _rows("dense", rows, targets, options)
 
 
+_NO_ROWS = np.empty(0, np.float64)
+
+
+def grad_rows(
+    kind, rows, second, options: RowOptions, g_loss, g_zsq, *, g_lse=None, lse=None, out=None
+):
+    """Per-row loss and log-sum-exp of logits with ``d/d rows`` of
+    ``sum_i g_loss[i] loss_i + g_zsq[i] lse_i**2 + g_lse[i] lse_i``, by one fused pass.
+
+    ``kind``/``rows``/``second``/``options`` as for :func:`sparse_rows` / :func:`dense_rows`
+    (logits only); ``g_loss``, ``g_zsq``, ``g_lse`` float64 ``(N,)`` (``g_lse`` optional).
+    Given ``lse`` (saved by a forward pass), only the gradient is computed and ``(None,
+    None, grad)`` is returned.  ``out``: an ``(N, C)`` array of ``rows``' dtype to write the
+    gradient into (``rows`` itself for in place); by default a new C-ordered array.
+    Returns ``(loss, lse, grad)``; the gradient has ``rows``' dtype (16-bit floats rounded from
+    float32), the loss and lse :func:`result_dtype`.
+    """
+    if not options.from_logits:
+        raise AssertionError("gradients are computed for logits")
+    ready()
+    n = rows.shape[0]
+    res = result_dtype(rows.dtype)
+    grad = np.empty(rows.shape, rows.dtype) if out is None else out
+    given = lse is not None
+    loss = np.empty(0 if given else n, res)
+    lse_out = np.empty(0 if given else n, res)
+    kernel = kernels.sparse_logits_grad if kind == "sparse" else kernels.dense_logits_grad
+    _kernel(kernel)(
+        kernel_view(rows),
+        kernel_view(second),
+        options.smoothing,
+        _weights(options),
+        options.softcap,
+        _mask(options),
+        np.ascontiguousarray(g_loss, np.float64),
+        np.ascontiguousarray(g_zsq, np.float64),
+        _NO_ROWS if g_lse is None else np.ascontiguousarray(g_lse, np.float64),
+        _NO_ROWS if lse is None else np.ascontiguousarray(lse, np.float64),
+        loss,
+        lse_out,
+        kernel_view(grad),
+    )
+    if given:
+        return None, None, grad
+    return loss, lse_out, grad
+
+
 def probability_checks(rows):
     """``(row sums in float64, per-row count of entries outside [0, 1] or NaN)``."""
     ready()

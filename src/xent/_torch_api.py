@@ -5,6 +5,8 @@ denominators), computed by the same kernels as every other front end.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from xent import _dask, _engine
@@ -129,6 +131,15 @@ def _check_like_torch(pred, t, weight, ignore_index, *, probabilities_allowed):
         )
 
 
+def _wants_grad(*tensors) -> bool:
+    """Whether autograd must see this call: a torch tensor argument requires grad while
+    gradients are enabled."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.is_grad_enabled():
+        return False
+    return any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
+
+
 def _class_dim(pred: np.ndarray, name: str = "input") -> int:
     """PyTorch's class dimension: 0 for an unbatched ``(C,)`` input, else 1."""
     if pred.ndim == 0:
@@ -149,6 +160,7 @@ def cross_entropy(
     softcap=None,
     return_lse=False,
     return_z_loss=False,
+    inplace_backward=False,
 ):
     r"""Cross-entropy from logits with ``torch.nn.functional.cross_entropy``'s semantics.
 
@@ -169,6 +181,11 @@ def cross_entropy(
     :math:`\ell_i = -\sum_c w_c t'_{ic} \log \mathrm{softmax}(z_i)_c` with
     :math:`t' = (1-\varepsilon) t + \varepsilon / C`, and ``"mean"`` divides by the number
     of elements, not by a sum of weights (PyTorch's rule, pytorch#107680).
+
+    Gradients: given a torch tensor with ``requires_grad`` (gradients enabled), the result
+    is differentiable: ``loss.backward()`` gives ``d loss / d input`` (and ``d loss /
+    d target`` for class-probability targets that require grad) by xent's fused kernel;
+    see :func:`value_and_grad` for the formula.
 
     Parameters
     ----------
@@ -195,6 +212,11 @@ def cross_entropy(
         Also return the per-element log-sum-exp (shape of the index targets, never
         reduced) and/or the z-loss term (reduced like the loss, which includes it):
         ``(loss, z_loss, lse)`` in that order, each only when asked for.
+    inplace_backward : bool, keyword-only
+        For an input tensor that requires grad (and is not a leaf): write the gradient over
+        the input's memory during the forward pass, as the fused GPU losses do (no second
+        ``N x C`` tensor; the logits are gone afterwards, and autograd raises if another
+        operation saved them).
 
     Returns
     -------
@@ -238,6 +260,18 @@ def cross_entropy(
     smoothing = float(smoothing)
     ignore_index = check_ignore_class(ignore_index, "ignore_index")
     opts = check_large_vocab(z_loss, softcap, return_lse, return_z_loss)
+    if _wants_grad(input, target):
+        from xent import _torch_autograd
+
+        p = _Prepared(input, target, weight, ignore_index, smoothing, opts)
+        return _torch_autograd.cross_entropy(
+            input, target, p, reduction, opts, bool(inplace_backward)
+        )
+    if inplace_backward:
+        raise ValueError(
+            "inplace_backward=True applies to a torch tensor input that requires grad (with "
+            "gradients enabled); for NumPy arrays use xent.value_and_grad(..., inplace=True)"
+        )
     if _dask.is_dask(input) or _dask.is_dask(target):
         if opts.extra_outputs:
             raise ValueError("return_lse / return_z_loss are not available for dask inputs")
@@ -266,29 +300,35 @@ class _Parts:
         return TorchReduction.partials(self.loss, self.divisor, self.z, self.count)
 
 
-def _cross_entropy_parts(input, target, weight, ignore_index, smoothing, opts) -> _Parts:
-    """Per-element losses (without the z-loss), z-loss terms, lse and the denominators."""
-    pred = as_predictions(input, "input")
-    dim = _class_dim(pred)
-    rows, batch_shape = to_rows(pred, dim, name="input")
-    n_classes = rows.shape[1]
-    t = as_array(target, "target")
-    _check_like_torch(pred, t, weight, ignore_index, probabilities_allowed=True)
-    w = as_class_weights(weight, n_classes)
-    options = opts.row_options(smoothing=smoothing, class_weights=w)
-    if _is_float(t.dtype):  # class probabilities
-        if t.shape != pred.shape:
-            raise ValueError(
-                f"target is floating point, so it holds class probabilities and needs input's "
-                f"shape {pred.shape}, got {t.shape}; class indices must be integers"
+class _Prepared:
+    """A validated :func:`cross_entropy` call as the engine takes it: ``kind`` ("sparse" or
+    "dense"), ``rows`` / ``second`` (labels or target rows), the engine's options, ``counted``
+    (flat bool per row, or ``None`` for all), PyTorch's ``"mean"`` divisor, the number of
+    counted elements, the batch shape, the class dimension and the input as an array."""
+
+    def __init__(self, input, target, weight, ignore_index, smoothing, opts):
+        pred = as_predictions(input, "input")
+        dim = _class_dim(pred)
+        rows, batch_shape = to_rows(pred, dim, name="input")
+        n_classes = rows.shape[1]
+        t = as_array(target, "target")
+        _check_like_torch(pred, t, weight, ignore_index, probabilities_allowed=True)
+        w = as_class_weights(weight, n_classes)
+        self.options = opts.row_options(smoothing=smoothing, class_weights=w)
+        self.pred, self.dim, self.rows, self.batch_shape = pred, dim, rows, batch_shape
+        if _is_float(t.dtype):  # class probabilities
+            if t.shape != pred.shape:
+                raise ValueError(
+                    f"target is floating point, so it holds class probabilities and needs "
+                    f"input's shape {pred.shape}, got {t.shape}; class indices must be integers"
+                )
+            self.kind = "dense"
+            self.second, _ = to_rows(
+                as_targets(t, pred.shape, name="target", pred_name="input"), dim, name="target"
             )
-        trows, _ = to_rows(
-            as_targets(t, pred.shape, name="target", pred_name="input"), dim, name="target"
-        )
-        loss, lse = _engine.dense_rows(rows, trows, options)
-        counted = None
-        divisor = count = loss.size
-    else:
+            self.counted = None
+            self.divisor = self.count = rows.shape[0]
+            return
         labels, valid = as_labels(
             t,
             batch_shape,
@@ -300,14 +340,22 @@ def _cross_entropy_parts(input, target, weight, ignore_index, smoothing, opts) -
             ignore_name="ignore_index",
             integer_only=True,
         )
-        loss, lse = _engine.sparse_rows(rows, labels, options)
-        counted = None if valid is None else valid.reshape(-1)
-        count = loss.size if counted is None else int(np.count_nonzero(counted))
+        self.kind, self.second = "sparse", labels
+        self.counted = None if valid is None else valid.reshape(-1)
+        n = rows.shape[0]
+        self.count = n if self.counted is None else int(np.count_nonzero(self.counted))
         if w is None:
-            divisor = count
+            self.divisor = self.count
         else:
-            divisor = np.sum(w[labels[labels != _engine.IGNORED]], dtype=np.float64)
-    return _Parts(loss, z_terms(lse, opts, counted), lse, divisor, count, batch_shape)
+            self.divisor = np.sum(w[labels[labels != _engine.IGNORED]], dtype=np.float64)
+
+
+def _cross_entropy_parts(input, target, weight, ignore_index, smoothing, opts) -> _Parts:
+    """Per-element losses (without the z-loss), z-loss terms, lse and the denominators."""
+    p = _Prepared(input, target, weight, ignore_index, smoothing, opts)
+    rows_fn = _engine.dense_rows if p.kind == "dense" else _engine.sparse_rows
+    loss, lse = rows_fn(p.rows, p.second, p.options)
+    return _Parts(loss, z_terms(lse, opts, p.counted), lse, p.divisor, p.count, p.batch_shape)
 
 
 def _dask_cross_entropy(input, target, weight, ignore_index, reduction, smoothing, opts):
@@ -387,7 +435,18 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     ignore_index = check_ignore_class(ignore_index, "ignore_index")
     if _dask.is_dask(input) or _dask.is_dask(target):
         return _dask_nll_loss(input, target, weight, ignore_index, reduction)
-    loss, divisor, batch_shape = _nll_parts(input, target, weight, ignore_index)
+    loss, divisor, batch_shape, labels, w, dim = _nll_parts(input, target, weight, ignore_index)
+    if _wants_grad(input):
+        from xent import _torch_autograd
+
+        if reduction != "none":
+            rule = TorchReduction(reduction)
+            loss_out = rule.combine(rule.partials(loss, divisor, None, 0), loss.dtype)
+        else:
+            loss_out = loss.reshape(batch_shape)
+        return _torch_autograd.NLLFunction.apply(
+            input, loss_out, labels, w, divisor, batch_shape, dim, reduction
+        )
     if reduction == "none":
         return loss.reshape(batch_shape)
     rule = TorchReduction(reduction)
@@ -395,7 +454,8 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
 
 
 def _nll_parts(input, target, weight, ignore_index):
-    """Per-element ``-w_y x_y`` (0 where ignored), the ``"mean"`` divisor and the shape."""
+    """Per-element ``-w_y x_y`` (0 where ignored), the ``"mean"`` divisor, the batch shape,
+    the labels, the class weights and the class dimension."""
     pred = as_predictions(input, "input")
     dim = _class_dim(pred)
     rows, batch_shape = to_rows(pred, dim, name="input")
@@ -420,7 +480,7 @@ def _nll_parts(input, target, weight, ignore_index):
     scale = np.ones(labels.shape) if w is None else w[safe]
     loss = np.where(keep, -scale * picked, 0.0).astype(_engine.result_dtype(rows.dtype))
     divisor = np.sum(np.where(keep, scale, 0.0), dtype=np.float64)
-    return loss, divisor, batch_shape
+    return loss, divisor, batch_shape, labels, w, dim
 
 
 def _dask_nll_loss(input, target, weight, ignore_index, reduction):
@@ -440,7 +500,7 @@ def _dask_nll_loss(input, target, weight, ignore_index, reduction):
     rule = TorchReduction(reduction)
 
     def block(y, p):
-        loss, divisor, _ = _nll_parts(p, y, weight, ignore_index)
+        loss, divisor = _nll_parts(p, y, weight, ignore_index)[:2]
         return rule.partials(loss, divisor, None, 0)
 
     return _dask.reduced(

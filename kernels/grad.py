@@ -1,0 +1,384 @@
+"""The gradient of the logits losses: ``d loss / d logits`` by one fused pass per row.
+
+For one row with (soft-capped, masked) logits ``u``, ``p = softmax(u)`` and the front end's
+per-row coefficients ``g_loss`` (of the loss), ``g_zsq`` (of ``lse**2``, the z-loss) and
+``g_lse`` (of the returned log-sum-exp), the gradient with respect to ``u`` is
+
+    g_j = a p_j - b_j,   a = g_loss sum_c q_c + g_lse + 2 g_zsq lse,   b_j = g_loss q_j
+
+where ``q`` is the row's effective target: ``q = w_y (1 - eps) onehot(y) + eps w / C``
+(sparse, PyTorch's weighted smoothing; ``w = 1`` without weights) or
+``q = w ((1 - eps) t + eps / C)`` (dense).  Soft-capping multiplies by
+``d u / d z = 1 - (u / cap)**2``; a masked class gets 0.
+
+Fused pass (``lse_in`` empty): the first sweep reads the row from memory, stores
+``e_j = exp(u_j - M)`` in a per-thread buffer and sums it (the shift ``M`` guessed and checked
+as in :mod:`stream`); the loss and ``lse`` come from those sums, and the second sweep reads
+the buffer from cache and writes ``g_j = (a / s) e_j - b_j``.  One exp per element, the
+logits read from memory once and the gradient written once.  Given ``lse_in`` (a backward
+after a forward that saved it) the first sweep computes ``exp(u_j - lse)`` directly.
+
+``grad`` may be the logits array itself (in place): each row is read completely before
+its gradient is written.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from ._config import PARALLEL, ROW, SCALAR
+from ._half import narrow, widen, work_empty
+from ._math import as_type_of, fast_exp, fast_exp2
+from .rows import _cap_mask_row, _cap_row, _weigh_mask_targets, row_chunks, weigh_targets
+from .stream import (
+    ACCEPT,
+    IGNORED,
+    LOG2E,
+    PREFETCH_AHEAD,
+    STREAM_BLOCK,
+    dense_row_finish,
+    guess_shift,
+    prefetch_span,
+    row_max,
+    row_sum,
+    sparse_guess,
+    sparse_row_loss,
+)
+
+
+@njit(**ROW)
+def _block_exps(block, shift, exact, eblock):
+    """``eblock = exp(block - shift)``; returns its sum (float64)."""
+    log2e = as_type_of(LOG2E, shift)
+    acc = as_type_of(0.0, shift)
+    for j in range(block.shape[0]):
+        d = widen(block[j]) - shift
+        e = fast_exp(d) if exact else fast_exp2(d * log2e)
+        eblock[j] = e
+        acc += e
+    return np.float64(acc)
+
+
+@njit(**ROW)
+def _block_dense_exps(block, tblock, shift, exact, eblock):
+    """:func:`_block_exps` plus the target sums ``(sum t, sum t (z - shift))``."""
+    zero = as_type_of(0.0, shift)
+    log2e = as_type_of(LOG2E, shift)
+    s = zero
+    t_sum = zero
+    tz = zero
+    for j in range(block.shape[0]):
+        d = widen(block[j]) - shift
+        t = as_type_of(widen(tblock[j]), shift)
+        e = fast_exp(d) if exact else fast_exp2(d * log2e)
+        eblock[j] = e
+        s += e
+        t_sum += t
+        tz += t * d if t != zero else zero
+    return np.float64(s), np.float64(t_sum), np.float64(tz)
+
+
+@njit(**ROW)
+def exps_into(row, shift, exact, ebuf):
+    """``ebuf = exp(row - shift)`` streamed with prefetch; returns ``sum ebuf`` (float64)."""
+    s = 0.0
+    prefetch_span(row, 0, PREFETCH_AHEAD)
+    for q in range(0, row.shape[0], STREAM_BLOCK):
+        prefetch_span(row, q + PREFETCH_AHEAD, q + PREFETCH_AHEAD + STREAM_BLOCK)
+        s += _block_exps(row[q : q + STREAM_BLOCK], shift, exact, ebuf[q : q + STREAM_BLOCK])
+    return s
+
+
+@njit(**ROW)
+def dense_exps_into(row, trow, shift, exact, ebuf):
+    """:func:`exps_into` plus the target sums, as :func:`stream.dense_row_sums`."""
+    s = 0.0
+    t_sum = 0.0
+    tz = 0.0
+    prefetch_span(row, 0, PREFETCH_AHEAD)
+    prefetch_span(trow, 0, PREFETCH_AHEAD)
+    for q in range(0, row.shape[0], STREAM_BLOCK):
+        ahead = q + PREFETCH_AHEAD
+        prefetch_span(row, ahead, ahead + STREAM_BLOCK)
+        prefetch_span(trow, ahead, ahead + STREAM_BLOCK)
+        stop = q + STREAM_BLOCK
+        bs, bt, btz = _block_dense_exps(row[q:stop], trow[q:stop], shift, exact, ebuf[q:stop])
+        s += bs
+        t_sum += bt
+        tz += btz
+    return s, t_sum, tz
+
+
+@njit(**SCALAR)
+def _sparse_exps(src, y, ebuf):
+    """``(M, s)`` with ``ebuf = exp(src - M)``, ``s = sum ebuf``: one pass with a guessed
+    shift, the exact two-pass path when it is rejected (as :func:`stream.row_lse_parts`)."""
+    guess = sparse_guess(src, y)
+    s = exps_into(src, guess, False, ebuf)
+    if s <= ACCEPT:  # False for NaN
+        return np.float64(guess), s
+    m = row_max(src)
+    return np.float64(m), exps_into(src, m, True, ebuf)
+
+
+@njit(**SCALAR)
+def _dense_exps(src, tsrc, ebuf):
+    m = guess_shift(src)
+    s, t_sum, tz = dense_exps_into(src, tsrc, m, False, ebuf)
+    if not s <= ACCEPT:
+        m = row_max(src)
+        s, t_sum, tz = dense_exps_into(src, tsrc, m, True, ebuf)
+    return m, s, t_sum, tz
+
+
+@njit(**ROW)
+def _write_grad(ebuf, a, b, tsrc, tc, w, wc, u, inv_cap, grow):
+    """``grow = (a e - b - tc t - wc w) (1 - (u inv_cap)**2)`` with the terms whose
+    coefficient is 0 left out (``tc``: targets, ``wc``: class weights, ``inv_cap``: the
+    soft-capping factor); the choices are loop-invariant, so each combination vectorises."""
+    one = as_type_of(1.0, a)
+    for j in range(ebuf.shape[0]):
+        g = a * ebuf[j] - b
+        if tc != 0.0:
+            g -= tc * as_type_of(widen(tsrc[j]), a)
+        if wc != 0.0:
+            g -= wc * as_type_of(w[j], a)
+        if inv_cap != 0.0:
+            v = u[j] * inv_cap
+            g *= one - v * v
+        grow[j] = narrow(g, grow)
+
+
+@njit(**ROW)
+def _zero_row(grow):
+    for j in range(grow.shape[0]):
+        grow[j] = narrow(np.float32(0.0), grow)
+
+
+@njit(**ROW)
+def _zero_masked(grow, keep):
+    for j in range(grow.shape[0]):
+        if not keep[j]:
+            grow[j] = narrow(np.float32(0.0), grow)
+
+
+@njit(**SCALAR)
+def _cap_factor(u_y, cap):
+    v = u_y / cap
+    return 1.0 - v * v if cap != 0.0 else 1.0
+
+
+@njit(**SCALAR)
+def _finish_grad(ebuf, a, s, b, tsrc, tc, w, wc, src, cap, grow):
+    """The second sweep in the work type: ``p = e / s`` scaled by ``a`` and the target
+    terms taken off (see :func:`_write_grad`)."""
+    work = ebuf[0]
+    inv_cap = 1.0 / cap if cap != 0.0 else 0.0
+    _write_grad(
+        ebuf,
+        as_type_of(a / s, work),
+        as_type_of(b, work),
+        tsrc,
+        as_type_of(tc, work),
+        w,
+        as_type_of(wc, work),
+        src,
+        as_type_of(inv_cap, work),
+        grow,
+    )
+
+
+@njit(**SCALAR)
+def _sparse_grad_row(
+    src, y, smoothing, w, w_sum, lse_given, lse_in, gl, zsq2, gle, cap, ebuf, grow
+):
+    """One row of :func:`sparse_logits_grad`; returns ``(loss, lse)`` (loss 0 when ``lse``
+    was given)."""
+    c = src.shape[0]
+    weighted = w.shape[0] == c
+    counted = y != IGNORED and 0 <= y < c
+    if not counted:
+        gl = 0.0
+    loss = 0.0
+    if lse_given:
+        lse = lse_in
+        exps_into(src, as_type_of(lse, ebuf[0]), True, ebuf)
+        s = 1.0  # p = exp(u - lse): a saved forward is not renormalised
+    else:
+        shift, s = _sparse_exps(src, y, ebuf)
+        log_s = np.log(s) if shift != -np.inf else np.nan
+        lse = shift + log_s
+        loss = sparse_row_loss(src, y, shift, log_s, smoothing, w)
+    w_y = (w[y] if weighted else 1.0) if counted else 0.0
+    w_total = w_sum if weighted else np.float64(c)
+    a = gl * ((1.0 - smoothing) * w_y + smoothing * w_total / c) + zsq2 * lse + gle
+    if gl == 0.0 and a == 0.0:
+        _zero_row(grow)
+        return loss, lse
+    b = 0.0 if weighted else gl * smoothing / c
+    wc = gl * smoothing / c if weighted else 0.0
+    _finish_grad(ebuf, a, s, b, ebuf, 0.0, w, wc, src, cap, grow)
+    if counted and gl != 0.0:
+        # the one-hot term at the label, on top of what the sweep wrote
+        g_y = (a / s) * np.float64(ebuf[y]) - gl * w_y * (1.0 - smoothing)
+        g_y -= gl * smoothing * (w[y] if weighted else 1.0) / c
+        grow[y] = narrow(g_y * _cap_factor(np.float64(widen(src[y])), cap), grow)
+    return loss, lse
+
+
+@njit(**SCALAR)
+def _dense_grad_row(
+    src, tsrc, smoothing, w, w_sum, lse_given, lse_in, gl, zsq2, gle, cap, ebuf, grow
+):
+    """One row of :func:`dense_logits_grad` (``tsrc`` holds ``w t`` when weighted)."""
+    c = src.shape[0]
+    weighted = w.shape[0] == c
+    loss = 0.0
+    if lse_given:
+        lse = lse_in
+        exps_into(src, as_type_of(lse, ebuf[0]), True, ebuf)
+        s = 1.0
+        t_sum = row_sum(tsrc)
+    else:
+        shift, s, t_sum, tz = _dense_exps(src, tsrc, ebuf)
+        loss, lse = dense_row_finish(src, tsrc, smoothing, w, shift, s, t_sum, tz)
+        if not np.isfinite(t_sum):
+            t_sum = row_sum(tsrc)
+    w_total = w_sum if weighted else np.float64(c)
+    a = gl * ((1.0 - smoothing) * t_sum + smoothing * w_total / c) + zsq2 * lse + gle
+    if gl == 0.0 and a == 0.0:
+        _zero_row(grow)
+        return loss, lse
+    b = 0.0 if weighted else gl * smoothing / c
+    wc = gl * smoothing / c if weighted else 0.0
+    _finish_grad(ebuf, a, s, b, tsrc, gl * (1.0 - smoothing), w, wc, src, cap, grow)
+    return loss, lse
+
+
+@njit(**SCALAR)
+def _g_lse(g_lse, i):
+    return g_lse[i] if g_lse.shape[0] > i else 0.0
+
+
+@njit(**PARALLEL)
+def sparse_logits_grad(
+    z,
+    labels,
+    smoothing,
+    class_weights,
+    softcap,
+    class_mask,
+    g_loss,
+    g_zsq,
+    g_lse,
+    lse_in,
+    out_loss,
+    out_lse,
+    grad,
+):
+    """Gradient of ``sum_i g_loss[i] loss_i + g_zsq[i] lse_i**2 + g_lse[i] lse_i`` with respect
+    to the logits ``z`` (N x C), written to ``grad`` (N x C, may be ``z`` itself).
+
+    Options as in :func:`rows.sparse_logits`; ``g_loss``, ``g_zsq`` are float64 ``(N,)``,
+    ``g_lse`` float64 ``(N,)`` or empty.  With ``lse_in`` empty the pass is fused: the loss and
+    log-sum-exp of each row go to ``out_loss`` / ``out_lse`` (length N); with ``lse_in`` of
+    length N (a saved forward) they are not written.  An ``IGNORED`` row gets a zero row
+    unless ``g_lse`` asks for its log-sum-exp's gradient; a masked class gets 0.
+    """
+    n, c = z.shape
+    lse_given = lse_in.shape[0] == n
+    masked = class_mask.shape[0] == n
+    buffered = softcap != 0.0 or masked
+    w_sum = np.sum(class_weights)
+    per = row_chunks(n)
+    for chunk in prange((n + per - 1) // per):
+        ebuf = work_empty(c, z)
+        buf = work_empty(c if buffered else 0, z)
+        for i in range(chunk * per, min(n, (chunk + 1) * per)):
+            given = lse_in[i] if lse_given else 0.0
+            gl, zsq2, gle = g_loss[i], 2.0 * g_zsq[i], _g_lse(g_lse, i)
+            if buffered:
+                if masked:
+                    _cap_mask_row(z[i], class_mask[i], softcap, buf)
+                else:
+                    _cap_row(z[i], softcap, buf)
+                loss, lse = _sparse_grad_row(
+                    buf, labels[i], smoothing, class_weights, w_sum, lse_given, given,
+                    gl, zsq2, gle, softcap, ebuf, grad[i],
+                )  # fmt: skip
+                if masked:
+                    _zero_masked(grad[i], class_mask[i])
+            else:
+                loss, lse = _sparse_grad_row(
+                    z[i], labels[i], smoothing, class_weights, w_sum, lse_given, given,
+                    gl, zsq2, gle, 0.0, ebuf, grad[i],
+                )  # fmt: skip
+            if not lse_given:
+                out_loss[i] = loss
+                out_lse[i] = lse
+
+
+@njit(**PARALLEL)
+def dense_logits_grad(
+    z,
+    t,
+    smoothing,
+    class_weights,
+    softcap,
+    class_mask,
+    g_loss,
+    g_zsq,
+    g_lse,
+    lse_in,
+    out_loss,
+    out_lse,
+    grad,
+):
+    """:func:`sparse_logits_grad` against target rows ``t`` (N x C), as
+    :func:`rows.dense_logits` (class weights multiply the targets; a masked class's target
+    counts 0)."""
+    n, c = z.shape
+    lse_given = lse_in.shape[0] == n
+    masked = class_mask.shape[0] == n
+    buffered = softcap != 0.0 or masked
+    weighted = class_weights.shape[0] == c
+    w_sum = np.sum(class_weights)
+    per = row_chunks(n)
+    for chunk in prange((n + per - 1) // per):
+        ebuf = work_empty(c, z)
+        buf = work_empty(c if buffered else 0, z)
+        tbuf = work_empty(c if (weighted or masked) else 0, z)
+        for i in range(chunk * per, min(n, (chunk + 1) * per)):
+            given = lse_in[i] if lse_given else 0.0
+            gl, zsq2, gle = g_loss[i], 2.0 * g_zsq[i], _g_lse(g_lse, i)
+            if masked:
+                _cap_mask_row(z[i], class_mask[i], softcap, buf)
+                _weigh_mask_targets(t[i], class_weights, class_mask[i], tbuf)
+            elif buffered:
+                _cap_row(z[i], softcap, buf)
+            if weighted and not masked:
+                weigh_targets(t[i], class_weights, tbuf)
+            if buffered and (weighted or masked):
+                loss, lse = _dense_grad_row(
+                    buf, tbuf, smoothing, class_weights, w_sum, lse_given, given,
+                    gl, zsq2, gle, softcap, ebuf, grad[i],
+                )  # fmt: skip
+            elif buffered:
+                loss, lse = _dense_grad_row(
+                    buf, t[i], smoothing, class_weights, w_sum, lse_given, given,
+                    gl, zsq2, gle, softcap, ebuf, grad[i],
+                )  # fmt: skip
+            elif weighted:
+                loss, lse = _dense_grad_row(
+                    z[i], tbuf, smoothing, class_weights, w_sum, lse_given, given,
+                    gl, zsq2, gle, 0.0, ebuf, grad[i],
+                )  # fmt: skip
+            else:
+                loss, lse = _dense_grad_row(
+                    z[i], t[i], smoothing, class_weights, w_sum, lse_given, given,
+                    gl, zsq2, gle, 0.0, ebuf, grad[i],
+                )  # fmt: skip
+            if masked:
+                _zero_masked(grad[i], class_mask[i])
+            if not lse_given:
+                out_loss[i] = loss
+                out_lse[i] = lse

@@ -1,0 +1,177 @@
+"""The gradient of :func:`xent.cross_entropy` (PyTorch's semantics) with respect to its input:
+one fused pass computes the loss and writes ``d loss / d input``.
+
+Every reduction is a per-row coefficient of the row's loss (``g_loss``) and of its
+``lse**2`` (``g_zsq``, the z-loss), which the kernel turns into ``a p - b`` per row
+(``kernels/grad.py``): ``"mean"`` is ``1 / divisor`` on counted rows (the z-loss
+``1 / count``), ``"sum"`` is 1, ``"none"`` is the upstream gradient of each element.
+The PyTorch autograd Function and the JAX custom VJP use the same pass.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from xent import _engine
+from xent._frameworks import returns_like_inputs, to_numpy
+from xent._numbers import check_number
+from xent._reduce import TorchReduction
+from xent._torch_api import (
+    TorchInputError,
+    _check_reduction,
+    _Prepared,
+    check_ignore_class,
+)
+from xent._vocab import check_large_vocab, package, z_terms
+
+
+def check_smoothing(label_smoothing) -> float:
+    smoothing = check_number(label_smoothing, "label_smoothing")
+    if not 0.0 <= smoothing <= 1.0:
+        raise TorchInputError(
+            f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing!r}"
+        )
+    return float(smoothing)
+
+
+def row_coefficients(p: _Prepared, reduction: str, z_loss: float, grad_output=1.0):
+    """``(g_loss, g_zsq)`` float64 per row for the reduction's scaling of an upstream
+    gradient (a scalar, or of the batch shape for ``"none"``); 0 on ignored rows."""
+    n = p.rows.shape[0]
+    if reduction == "none":
+        go = np.broadcast_to(np.asarray(grad_output, np.float64), p.batch_shape).reshape(-1)
+        g_loss, g_z = go.copy(), go
+    else:
+        go = float(np.asarray(grad_output, np.float64))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = go / np.float64(p.divisor) if reduction == "mean" else go
+            z_scale = go / np.float64(p.count) if reduction == "mean" else go
+        g_loss, g_z = np.full(n, scale), np.full(n, z_scale)
+    g_zsq = z_loss * g_z if z_loss else np.zeros(n)
+    if p.counted is not None:
+        g_loss = np.where(p.counted, g_loss, 0.0)
+        g_zsq = np.where(p.counted, g_zsq, 0.0)
+    return g_loss, g_zsq
+
+
+def empty_grad(p: _Prepared) -> tuple[np.ndarray, np.ndarray]:
+    """``(grad, grad_rows)``: a new gradient of the input's shape and dtype, and the ``(N, C)``
+    view of it the kernel writes (classes last in memory, so that the view always exists)."""
+    c = p.rows.shape[1]
+    g_rows = np.empty(p.rows.shape, p.rows.dtype)
+    grad = np.moveaxis(g_rows.reshape(tuple(p.batch_shape) + (c,)), -1, p.dim)
+    return grad, g_rows
+
+
+def inplace_rows(p: _Prepared, given) -> np.ndarray:
+    """The ``(N, C)`` rows of the caller's own input, to overwrite with the gradient; a
+    ``ValueError`` when the input is not memory xent can write (a list, a copy, read-only)."""
+    arr = to_numpy(given, "input")
+    if not (
+        isinstance(arr, np.ndarray)
+        and arr.flags.writeable
+        and np.shares_memory(p.rows, arr)
+        and p.rows.dtype == arr.dtype
+    ):
+        raise ValueError(
+            "inplace=True overwrites input with the gradient, so input must be a writable "
+            "float array (or tensor) whose classes can be viewed as rows without a copy; got "
+            f"{type(given).__name__} of shape {np.shape(given)}"
+        )
+    return p.rows
+
+
+def forward_backward(p: _Prepared, reduction, opts, grad_output=1.0, out_rows=None):
+    """The loss, reduced as asked (with the outputs ``package`` makes), and the gradient rows
+    for an upstream ``grad_output``.  Returns ``(outputs, lse, grad_rows)``."""
+    g_loss, g_zsq = row_coefficients(p, reduction, opts.z_loss, grad_output)
+    loss, lse, g_rows = _engine.grad_rows(
+        p.kind, p.rows, p.second, p.options, g_loss, g_zsq, out=out_rows
+    )
+    z = z_terms(lse, opts, p.counted) if (opts.z_loss or opts.return_z_loss) else None
+    shape = p.batch_shape
+    lse_out = lse.reshape(shape) if opts.return_lse else None
+    if reduction == "none":
+        total = loss.reshape(shape) if not opts.z_loss else (loss + z).reshape(shape)
+        return package(total, None if z is None else z.reshape(shape), lse_out, opts), lse, g_rows
+    rule = TorchReduction(reduction)
+    sums = TorchReduction.partials(loss, p.divisor, z, p.count)
+    z_out = None if z is None else rule.combine(sums, loss.dtype, z_only=True)
+    return package(rule.combine(sums, loss.dtype), z_out, lse_out, opts), lse, g_rows
+
+
+@returns_like_inputs
+def value_and_grad(
+    input,
+    target,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    *,
+    z_loss=0.0,
+    softcap=None,
+    inplace=False,
+):
+    r""":func:`cross_entropy` and its gradient with respect to ``input``, in one fused pass.
+
+    With :math:`p = \mathrm{softmax}(u)` of the (soft-capped) logits and :math:`q` the
+    row's effective target (:math:`w_y (1-\varepsilon)` at the label plus
+    :math:`\varepsilon w / C`, or :math:`w ((1-\varepsilon) t + \varepsilon / C)` for
+    probability targets), each counted row's loss has the gradient
+
+    .. math::
+
+        \frac{\partial \ell_i}{\partial u_{ij}} = \Big(\sum_c q_{ic}\Big) p_{ij} - q_{ij}
+            + 2 s\, \mathrm{lse}_i\, p_{ij},
+        \qquad \frac{\partial u}{\partial z} = 1 - (u / \mathrm{softcap})^2
+
+    (the last term only with ``z_loss=s``), scaled by the reduction: ``"mean"`` divides by
+    PyTorch's denominator (the z-loss term by the number of counted elements), ``"sum"``
+    by 1; ``"none"`` differentiates the sum of the per-element losses.  Ignored elements
+    get zero gradient rows; a ``-inf`` logit with zero target gets 0, never NaN.
+
+    Parameters
+    ----------
+    input, target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap
+        As :func:`cross_entropy` (``return_lse`` / ``return_z_loss`` are not offered here).
+    inplace : bool, default False
+        Write the gradient over ``input`` (a writable NumPy array or CPU tensor) and return
+        it: no second ``N x C`` array, the logits are gone afterwards.
+
+    Returns
+    -------
+    loss : ndarray or numpy scalar
+        As :func:`cross_entropy` returns it (float32 for 16-bit input).
+    grad : ndarray of ``input``'s shape and dtype
+        ``d loss / d input``; for float16/bfloat16 input computed in float32 and rounded.
+        A torch tensor in gives torch tensors out, a JAX array JAX arrays.
+
+    Examples
+    --------
+    >>> import numpy as np, xent
+    >>> logits = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    >>> loss, grad = xent.value_and_grad(logits, [0, 2])
+    >>> round(float(loss), 6)
+    0.70178
+    >>> grad.round(4)
+    array([[-0.1061,  0.0531,  0.0531],
+           [ 0.1667,  0.1667, -0.3333]])
+    """
+    reduction = _check_reduction(reduction)
+    smoothing = check_smoothing(label_smoothing)
+    ignore_index = check_ignore_class(ignore_index, "ignore_index")
+    opts = check_large_vocab(z_loss, softcap, False, False)
+    p = _Prepared(input, target, weight, ignore_index, smoothing, opts)
+    if inplace:
+        out_rows = inplace_rows(p, input)
+        loss, _, _ = forward_backward(p, reduction, opts, 1.0, out_rows)
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(input, torch.Tensor):
+            torch.autograd.graph.increment_version(input)  # autograd sees the write
+        return loss, input
+    grad, g_rows = empty_grad(p)
+    loss, _, _ = forward_backward(p, reduction, opts, 1.0, g_rows)
+    return loss, grad
