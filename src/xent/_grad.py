@@ -56,12 +56,13 @@ def row_coefficients(p: _Prepared, reduction: str, z_loss: float, grad_output=1.
     return g_loss, g_zsq
 
 
-def empty_grad(p: _Prepared) -> tuple[np.ndarray, np.ndarray]:
-    """``(grad, grad_rows)``: a new gradient of the input's shape and dtype, and the ``(N, C)``
-    view of it the kernel writes (classes last in memory, so that the view always exists)."""
-    c = p.rows.shape[1]
-    g_rows = np.empty(p.rows.shape, p.rows.dtype)
-    grad = np.moveaxis(g_rows.reshape(tuple(p.batch_shape) + (c,)), -1, p.dim)
+def empty_grad(rows, batch_shape, dim) -> tuple[np.ndarray, np.ndarray]:
+    """``(grad, grad_rows)``: a new gradient of the input's shape (``batch_shape`` with the
+    classes at ``dim``) and ``rows``' dtype, and the ``(N, C)`` view of it the kernel writes
+    (classes last in memory, so that the view always exists)."""
+    c = rows.shape[1]
+    g_rows = np.empty(rows.shape, rows.dtype)
+    grad = np.moveaxis(g_rows.reshape(tuple(batch_shape) + (c,)), -1, dim)
     return grad, g_rows
 
 
@@ -172,6 +173,6 @@ def value_and_grad(
         if torch is not None and isinstance(input, torch.Tensor):
             torch.autograd.graph.increment_version(input)  # autograd sees the write
         return loss, input
-    grad, g_rows = empty_grad(p)
+    grad, g_rows = empty_grad(p.rows, p.batch_shape, p.dim)
     loss, _, _ = forward_backward(p, reduction, opts, 1.0, g_rows)
     return loss, grad

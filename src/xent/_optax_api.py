@@ -5,10 +5,13 @@ semantics, on the same kernels (NumPy in, NumPy out; no JAX needed).
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from xent import _dask, _engine
 from xent._frameworks import returns_like_inputs
+from xent._grad import empty_grad
 from xent._inputs import (
     as_array,
     as_labels,
@@ -65,6 +68,84 @@ def _dask_per_example(func, logits, labels, axis, where, opts, kind, **kw):
     return _dask.per_sample(
         lambda y, z: func(z, y, axis=-1, **kw), labels, logits, axis=axis, kind=kind, dtype=dtype
     )
+
+
+def _traced(*values) -> bool:
+    """Whether a JAX transformation (``jit``, ``grad``, ``vmap``) is tracing this call."""
+    jax = sys.modules.get("jax")
+    return jax is not None and any(isinstance(v, jax.core.Tracer) for v in values)
+
+
+class _Call:
+    """A validated optax-style call as the engine takes it."""
+
+    def __init__(self, kind, z, ax, rows, second, batch_shape, row_mask, class_rows, opts):
+        self.kind, self.z, self.ax, self.rows, self.second = kind, z, ax, rows, second
+        self.batch_shape, self.row_mask, self.opts = batch_shape, row_mask, opts
+        self.options = opts.row_options(class_mask=class_rows)
+
+    @classmethod
+    def dense(cls, logits, labels, axis, where, opts):
+        z = as_predictions(logits, "logits")
+        ax = normalize_axis(axis, z.ndim, name="logits")
+        t = as_array(labels, "labels")
+        try:
+            t = np.broadcast_to(t, z.shape)  # a zero-stride view: no copy
+        except ValueError:
+            raise ValueError(
+                f"labels has shape {t.shape}, which does not broadcast to logits {z.shape}"
+            ) from None
+        t = as_targets(t, z.shape, name="labels", pred_name="logits")
+        row_mask, class_rows = _where(where, z, ax)
+        rows, batch_shape = to_rows(z, ax, name="logits")
+        trows, _ = to_rows(t, ax, name="labels")
+        return cls("dense", z, ax, rows, trows, batch_shape, row_mask, class_rows, opts)
+
+    @classmethod
+    def sparse(cls, logits, labels, axis, where, opts):
+        z = as_predictions(logits, "logits")
+        ax = normalize_axis(axis, z.ndim, name="logits")
+        rows, batch_shape = to_rows(z, ax, name="logits")
+        ids, _ = as_labels(
+            labels,
+            batch_shape,
+            rows.shape[1],
+            axis=ax,
+            name="labels",
+            pred_name="logits",
+            integer_only=True,
+        )
+        row_mask, class_rows = _where(where, z, ax)
+        if class_rows is not None:
+            n = rows.shape[0]
+            own = class_rows[np.arange(n), ids] | ~row_mask
+            if not own.all():
+                k = int(np.argmax(~own))
+                pos = np.unravel_index(k, batch_shape) if batch_shape else ()
+                raise ValueError(
+                    f"labels has {int(ids[k])} at index {tuple(int(i) for i in pos)}, a class "
+                    f"that where excludes for that example; a cross-entropy needs the true class"
+                )
+        return cls("sparse", z, ax, rows, ids, batch_shape, row_mask, class_rows, opts)
+
+    def losses(self):
+        """The per-example outputs (loss, and the z-loss / lse when asked for)."""
+        rows_fn = _engine.dense_rows if self.kind == "dense" else _engine.sparse_rows
+        loss, lse = rows_fn(self.rows, self.second, self.options)
+        return _finish(loss, lse, self.row_mask, self.opts, self.batch_shape)
+
+    def losses_and_grad(self):
+        """``(outputs, grad, lse)``: :meth:`losses`, the gradient of the sum of the per-example
+        losses (z-loss included) with respect to the logits, and every row's log-sum-exp."""
+        n = self.rows.shape[0]
+        g_loss = np.ones(n) if self.row_mask is None else self.row_mask.astype(np.float64)
+        g_zsq = self.opts.z_loss * g_loss
+        grad, g_rows = empty_grad(self.rows, self.batch_shape, self.ax)
+        loss, lse, _ = _engine.grad_rows(
+            self.kind, self.rows, self.second, self.options, g_loss, g_zsq, out=g_rows
+        )
+        wanted = lse if self.opts.want_lse else None
+        return _finish(loss, wanted, self.row_mask, self.opts, self.batch_shape), grad, lse
 
 
 def _finish(loss, lse, row_mask, opts, batch_shape):
@@ -143,25 +224,11 @@ def softmax_cross_entropy(
             z_loss=z_loss,
             softcap=softcap,
         )
-    z = as_predictions(logits, "logits")
-    ax = normalize_axis(axis, z.ndim, name="logits")
-    t = as_array(labels, "labels")
-    try:
-        t = np.broadcast_to(t, z.shape)  # a zero-stride view: no copy
-    except ValueError:
-        raise ValueError(
-            f"labels has shape {t.shape}, which does not broadcast to logits {z.shape}"
-        ) from None
-    t = as_targets(t, z.shape, name="labels", pred_name="logits")
-    row_mask, class_rows = _where(where, z, ax)
-    rows, batch_shape = to_rows(z, ax, name="logits")
-    trows, _ = to_rows(t, ax, name="labels")
-    loss, lse = _engine.dense_rows(
-        rows,
-        trows,
-        opts.row_options(class_mask=class_rows),
-    )
-    return _finish(loss, lse, row_mask, opts, batch_shape)
+    if _traced(logits, labels, where):
+        from xent import _jax_autodiff
+
+        return _jax_autodiff.per_example("dense", logits, labels, axis, where, opts)
+    return _Call.dense(logits, labels, axis, where, opts).losses()
 
 
 @returns_like_inputs
@@ -232,32 +299,8 @@ def softmax_cross_entropy_with_integer_labels(
             z_loss=z_loss,
             softcap=softcap,
         )
-    z = as_predictions(logits, "logits")
-    ax = normalize_axis(axis, z.ndim, name="logits")
-    rows, batch_shape = to_rows(z, ax, name="logits")
-    ids, _ = as_labels(
-        labels,
-        batch_shape,
-        rows.shape[1],
-        axis=ax,
-        name="labels",
-        pred_name="logits",
-        integer_only=True,
-    )
-    row_mask, class_rows = _where(where, z, ax)
-    if class_rows is not None:
-        n = rows.shape[0]
-        own = class_rows[np.arange(n), ids] | ~row_mask
-        if not own.all():
-            k = int(np.argmax(~own))
-            pos = np.unravel_index(k, batch_shape) if batch_shape else ()
-            raise ValueError(
-                f"labels has {int(ids[k])} at index {tuple(int(i) for i in pos)}, a class that "
-                f"where excludes for that example; a cross-entropy needs the true class"
-            )
-    loss, lse = _engine.sparse_rows(
-        rows,
-        ids,
-        opts.row_options(class_mask=class_rows),
-    )
-    return _finish(loss, lse, row_mask, opts, batch_shape)
+    if _traced(logits, labels, where):
+        from xent import _jax_autodiff
+
+        return _jax_autodiff.per_example("sparse", logits, labels, axis, where, opts)
+    return _Call.sparse(logits, labels, axis, where, opts).losses()

@@ -85,7 +85,7 @@ class CrossEntropyFunction(torch.autograd.Function):
             if inplace:
                 out_rows, grad = inplace_rows(p, input), input
             else:
-                g, out_rows = empty_grad(p)
+                g, out_rows = empty_grad(p.rows, p.batch_shape, p.dim)
                 grad = _tensor(g)
             # for "none" (in place) the gradient of the elements' sum, scaled row by row later
             out, lse, _ = forward_backward(p, reduction, opts, 1.0, out_rows)
@@ -137,7 +137,7 @@ def _backward_pass(p, reduction, opts, go, g_z_out, g_lse_out, lse):
     g_lse = None
     if g_lse_out is not None:
         g_lse = np.broadcast_to(g_lse_out.detach().double().numpy(), p.batch_shape).reshape(-1)
-    g, out_rows = empty_grad(p)
+    g, out_rows = empty_grad(p.rows, p.batch_shape, p.dim)
     _engine.grad_rows(
         p.kind, p.rows, p.second, p.options, g_loss, g_zsq, g_lse=g_lse, lse=lse, out=out_rows
     )
