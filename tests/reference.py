@@ -176,6 +176,62 @@ def torch_cross_entropy(
         return loss.sum() / divisor + zl.sum() / counted.sum()
 
 
+def torch_cross_entropy_grad(
+    input,
+    target,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    z_loss=0.0,
+    softcap=None,
+    grad_output=1.0,
+):
+    """``d/d input`` of ``grad_output * torch_cross_entropy(...)`` (summed over elements for
+    ``"none"``), from the formulas: an element's loss is ``sum_c q_c (lse - u_c)`` with ``q`` its
+    effective target, so ``d/du_j = (sum_c q_c) p_j - q_j``; the z-loss ``s lse**2`` adds
+    ``2 s lse p_j``; soft-capping ``u = cap tanh(z / cap)`` multiplies by ``1 - (u / cap)**2``."""
+    z = np.asarray(input, dtype=np.float64)
+    dim = 0 if z.ndim == 1 else 1
+    z = np.moveaxis(z, dim, -1)
+    u = softcap * np.tanh(z / softcap) if softcap is not None else z
+    c = u.shape[-1]
+    w = np.ones(c) if weight is None else np.asarray(weight, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        m = np.max(u, axis=-1, keepdims=True)
+        e = np.exp(u - m)
+        p = e / e.sum(axis=-1, keepdims=True)
+        lse = (m + np.log(np.sum(e, axis=-1, keepdims=True)))[..., 0]
+    t = np.asarray(target)
+    eps = label_smoothing
+    if t.dtype.kind == "f":
+        tt = np.moveaxis(t.astype(np.float64), dim, -1)
+        q = w * ((1 - eps) * tt + eps / c)
+        counted = np.ones(u.shape[:-1], bool)
+        divisor = counted.size
+    else:
+        counted = t != ignore_index
+        safe = np.where(counted, t, 0)
+        q = (1 - eps) * w[safe][..., None] * one_hot(safe, c) + eps * w / c
+        q = np.where(counted[..., None], q, 0.0)
+        divisor = np.sum(np.where(counted, w[safe], 0.0))
+    go = np.broadcast_to(np.asarray(grad_output, np.float64), u.shape[:-1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if reduction == "mean":
+            coef, zcoef = go / divisor, go / counted.sum()
+        else:
+            coef, zcoef = go, go
+        coef = np.where(counted, coef, 0.0)[..., None]
+        zcoef = np.where(counted, zcoef, 0.0)[..., None]
+        g = coef * (q.sum(axis=-1, keepdims=True) * p - q)
+        if z_loss:
+            g = g + zcoef * 2 * z_loss * lse[..., None] * p
+    g = np.where(counted[..., None], g, 0.0)  # an ignored element's row is exactly 0
+    if softcap is not None:
+        g = g * (1 - (u / softcap) ** 2)
+    return np.moveaxis(g, -1, dim)
+
+
 def torch_nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     """``-w_y x_y`` per element; "mean" divides by the sum of the counted weights."""
     x = np.moveaxis(np.asarray(input, dtype=np.float64), 0 if np.ndim(input) == 1 else 1, -1)

@@ -167,6 +167,8 @@ def _convert(out, kind: str):
         if is_bfloat16(arr.dtype):  # a requested bfloat16 result: torch reads its bits
             return torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16)
         return torch.from_numpy(arr)
+    if is_bfloat16(out.dtype):  # JAX takes bfloat16 as ml_dtypes' type (a JAX dependency)
+        out = out.view(sys.modules["ml_dtypes"].bfloat16)
     return sys.modules["jax.numpy"].asarray(out)
 
 

@@ -156,9 +156,9 @@ def value_and_grad(
     >>> logits = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
     >>> loss, grad = xent.value_and_grad(logits, [0, 2])
     >>> round(float(loss), 6)
-    0.70178
+    0.669079
     >>> grad.round(4)
-    array([[-0.1061,  0.0531,  0.0531],
+    array([[-0.1065,  0.0533,  0.0533],
            [ 0.1667,  0.1667, -0.3333]])
     """
     reduction = _check_reduction(reduction)
@@ -175,4 +175,6 @@ def value_and_grad(
         return loss, input
     grad, g_rows = empty_grad(p.rows, p.batch_shape, p.dim)
     loss, _, _ = forward_backward(p, reduction, opts, 1.0, g_rows)
+    if isinstance(input, np.ndarray) and input.dtype.itemsize == 2 and input.dtype.kind == "V":
+        grad = grad.view(input.dtype)  # ml_dtypes.bfloat16 in, ml_dtypes.bfloat16 out
     return loss, grad

@@ -132,7 +132,7 @@ def _backward_pass(p, reduction, opts, go, g_z_out, g_lse_out, lse):
     else:
         g_loss, g_zsq = np.zeros(n), np.zeros(n)
     if g_z_out is not None:  # the z-loss output is reduced as the loss is
-        _, g_z = row_coefficients(p, reduction, 1.0, g_z_out.detach().double().numpy())
+        _, g_z = row_coefficients(p, reduction, opts.z_loss, g_z_out.detach().double().numpy())
         g_zsq = g_zsq + g_z
     g_lse = None
     if g_lse_out is not None:
