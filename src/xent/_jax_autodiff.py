@@ -1,12 +1,12 @@
 """JAX transformations of the optax-style functions: ``jax.jit``, ``jax.grad``, ``jax.vmap``.
 
 The kernels run on the host through ``jax.pure_callback``; a ``jax.custom_vjp`` gives the
-gradient.  Its forward rule runs the fused kernel, which writes the gradient of the
-per-example losses' sum while it computes them (the logits are read once for both); the
-backward rule scales that gradient by each example's cotangent.  Cotangents of the returned
-log-sum-exp or z-loss term take one more kernel pass (from the saved log-sum-exp), and the
-labels' gradient (soft labels: ``lse - u`` on the kept classes) is plain JAX, which ``jit``
-drops when nobody asks for it.
+gradient.  Its forward rule runs the loss kernel and keeps each example's log-sum-exp (O(N)
+saved, no ``N x C`` residual); the backward rule runs the gradient kernel once with every
+cotangent (of the losses, of a returned z-loss term or log-sum-exp) as per-row
+coefficients: one read of the logits, one write of the gradient, rounded once to the
+logits' dtype.  The labels' gradient (soft labels: ``lse - u`` on the kept classes) is plain
+JAX, which ``jit`` drops when nobody asks for it.
 
 Imported only when a JAX tracer reaches a front end: JAX is imported by then.
 """
@@ -32,44 +32,43 @@ def _jax_dtype(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
-def _host_call(kind, axis, opts, with_grad, *arrays):
-    """The optax front end on host arrays: the outputs, and with ``with_grad`` the gradient
-    of the losses' sum and every row's log-sum-exp."""
+def _call(kind, axis, opts, arrays):
     from xent._optax_api import _Call
 
     logits, labels = (to_numpy(a, name) for a, name in zip(arrays[:2], ("logits", "labels")))
     where = np.asarray(arrays[2]) if len(arrays) > 2 else None
-    call = getattr(_Call, kind)(logits, labels, axis, where, opts)
-    if not with_grad:
-        out = call.losses()
-        return tuple(np.asarray(o) for o in out) if isinstance(out, tuple) else (np.asarray(out),)
-    out, grad, lse = call.losses_and_grad()
-    outs = out if isinstance(out, tuple) else (out,)
-    return tuple(np.asarray(o) for o in outs) + (
-        np.ascontiguousarray(_jax_dtype(grad)),
-        lse.reshape(call.batch_shape),
-    )
+    return getattr(_Call, kind)(logits, labels, axis, where, opts)
 
 
-def _host_extra_grad(kind, axis, opts, g_zsq, g_lse, lse, *arrays):
-    """The logits' gradient for cotangents of the returned z-loss term (``g_zsq``, per
-    example) and log-sum-exp (``g_lse``), from the saved log-sum-exp."""
+def _host_forward(kind, axis, opts, with_lse, *arrays):
+    """The optax front end on host arrays: its outputs, and with ``with_lse`` every row's
+    log-sum-exp (saved for the backward pass)."""
+    call = _call(kind, axis, opts, arrays)
+    out, lse = call.losses(keep_lse=True)
+    outs = tuple(np.asarray(o) for o in out) if isinstance(out, tuple) else (np.asarray(out),)
+    return outs + (lse.reshape(call.batch_shape),) if with_lse else outs
+
+
+def _host_backward(kind, axis, opts, ct_loss, ct_z, ct_lse, lse, *arrays):
+    """The logits' gradient for the cotangents of the per-example losses, of the returned
+    z-loss terms and of the returned log-sum-exp, from the saved log-sum-exp: one pass of
+    the gradient kernel (computed in float32 or float64, rounded once to the logits' dtype)."""
     from xent._grad import empty_grad
-    from xent._optax_api import _Call
 
-    logits, labels = (to_numpy(a, name) for a, name in zip(arrays[:2], ("logits", "labels")))
-    where = np.asarray(arrays[2]) if len(arrays) > 2 else None
-    call = getattr(_Call, kind)(logits, labels, axis, where, opts)
-    keep = np.ones(call.rows.shape[0]) if call.row_mask is None else call.row_mask
+    call = _call(kind, axis, opts, arrays)
+    n = call.rows.shape[0]
+    keep = np.ones(n) if call.row_mask is None else call.row_mask.astype(np.float64)
+    ct_loss = np.asarray(ct_loss, np.float64).reshape(-1)
+    ct_z = np.asarray(ct_z, np.float64).reshape(-1)
     grad, g_rows = empty_grad(call.rows, call.batch_shape, call.ax)
     _engine.grad_rows(
         call.kind,
         call.rows,
         call.second,
         call.options,
-        np.zeros(call.rows.shape[0]),
-        np.asarray(g_zsq, np.float64).reshape(-1) * keep,
-        g_lse=np.asarray(g_lse, np.float64).reshape(-1),
+        ct_loss * keep,
+        opts.z_loss * (ct_loss + ct_z) * keep,  # the loss and the z-loss output hold z lse**2
+        g_lse=np.asarray(ct_lse, np.float64).reshape(-1),
         lse=np.asarray(lse, np.float64).reshape(-1),
         out=g_rows,
     )
@@ -97,43 +96,30 @@ def per_example(kind, logits, labels, axis, where, opts):
     res = jnp.float64 if logits.dtype == jnp.float64 else jnp.float32
     n_out = 1 + opts.return_z_loss + opts.return_lse
     out_types = tuple(jax.ShapeDtypeStruct(batch_shape, res) for _ in range(n_out))
-    grad_types = (
-        jax.ShapeDtypeStruct(logits.shape, logits.dtype),
-        jax.ShapeDtypeStruct(batch_shape, res),
-    )
+    lse_type = jax.ShapeDtypeStruct(batch_shape, res)
     args = (logits, labels) if where is None else (logits, labels, jnp.asarray(where))
-    host_value = functools.partial(_host_call, kind, neg_ax, opts, False)
-    host_grad = functools.partial(_host_call, kind, neg_ax, opts, True)
 
     def callback(fn, types, *a):
         return jax.pure_callback(fn, types, *a, vmap_method="broadcast_all")
 
     @jax.custom_vjp
     def loss_fn(*a):
-        return callback(host_value, out_types, *a)
+        return callback(functools.partial(_host_forward, kind, neg_ax, opts, False), out_types, *a)
 
     def loss_fwd(*a):
-        got = callback(host_grad, out_types + grad_types, *a)
-        return got[:n_out], (got[n_out], got[n_out + 1], a)
+        host = functools.partial(_host_forward, kind, neg_ax, opts, True)
+        got = callback(host, out_types + (lse_type,), *a)
+        return got[:n_out], (got[n_out], a)
 
     def loss_bwd(saved, cts):
-        grad, lse, a = saved
-        ct_loss = cts[0]
-        d_logits = grad * jnp.expand_dims(ct_loss, neg_ax).astype(grad.dtype)
-        if n_out > 1:
-            # the returned z-loss term is z_loss * lse**2 on counted examples
-            g_z = cts[1] if opts.return_z_loss else jnp.zeros(batch_shape, res)
-            g_l = cts[-1] if opts.return_lse else jnp.zeros(batch_shape, res)
-            extra = functools.partial(_host_extra_grad, kind, neg_ax, opts)
-            more = callback(
-                extra,
-                jax.ShapeDtypeStruct(grad.shape, grad.dtype),
-                g_z * opts.z_loss if opts.z_loss else g_z,
-                g_l,
-                lse,
-                *a,
-            )
-            d_logits = d_logits + more
+        lse, a = saved
+        zero = jnp.zeros(batch_shape, res)
+        ct_loss = cts[0] if cts[0] is not None else zero
+        ct_z = cts[1] if opts.return_z_loss else zero
+        ct_lse = cts[-1] if opts.return_lse else zero
+        host = functools.partial(_host_backward, kind, neg_ax, opts)
+        grad_type = jax.ShapeDtypeStruct(a[0].shape, a[0].dtype)
+        d_logits = callback(host, grad_type, ct_loss, ct_z, ct_lse, lse, *a)
         d_labels = None
         if kind == "dense":
             d_labels = _labels_grad(a, lse, ct_loss, neg_ax, where is not None, opts)

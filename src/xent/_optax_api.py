@@ -5,13 +5,13 @@ semantics, on the same kernels (NumPy in, NumPy out; no JAX needed).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import numpy as np
 
 from xent import _dask, _engine
 from xent._frameworks import returns_like_inputs
-from xent._grad import empty_grad
 from xent._inputs import (
     as_array,
     as_labels,
@@ -128,24 +128,15 @@ class _Call:
                 )
         return cls("sparse", z, ax, rows, ids, batch_shape, row_mask, class_rows, opts)
 
-    def losses(self):
-        """The per-example outputs (loss, and the z-loss / lse when asked for)."""
+    def losses(self, keep_lse=False):
+        """The per-example outputs (loss, and the z-loss / lse when asked for); with
+        ``keep_lse`` also every row's log-sum-exp, as ``(outputs, lse)``."""
         rows_fn = _engine.dense_rows if self.kind == "dense" else _engine.sparse_rows
-        loss, lse = rows_fn(self.rows, self.second, self.options)
-        return _finish(loss, lse, self.row_mask, self.opts, self.batch_shape)
-
-    def losses_and_grad(self):
-        """``(outputs, grad, lse)``: :meth:`losses`, the gradient of the sum of the per-example
-        losses (z-loss included) with respect to the logits, and every row's log-sum-exp."""
-        n = self.rows.shape[0]
-        g_loss = np.ones(n) if self.row_mask is None else self.row_mask.astype(np.float64)
-        g_zsq = self.opts.z_loss * g_loss
-        grad, g_rows = empty_grad(self.rows, self.batch_shape, self.ax)
-        loss, lse, _ = _engine.grad_rows(
-            self.kind, self.rows, self.second, self.options, g_loss, g_zsq, out=g_rows
-        )
+        options = dataclasses.replace(self.options, want_lse=True) if keep_lse else self.options
+        loss, lse = rows_fn(self.rows, self.second, options)
         wanted = lse if self.opts.want_lse else None
-        return _finish(loss, wanted, self.row_mask, self.opts, self.batch_shape), grad, lse
+        out = _finish(loss, wanted, self.row_mask, self.opts, self.batch_shape)
+        return (out, lse) if keep_lse else out
 
 
 def _finish(loss, lse, row_mask, opts, batch_shape):
