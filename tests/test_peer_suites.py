@@ -133,6 +133,43 @@ def test_torch_module_db_forward_cases(dtype_name):
     assert n > 100
 
 
+def test_torch_module_db_backward_cases():
+    """PyTorch's module test inputs with ``requires_grad`` (float64): ``xent.torch``'s module
+    built with the case's constructor arguments gives the ``torch.nn`` module's gradients
+    with respect to every input that requires grad, and passes ``gradcheck`` (what PyTorch's
+    own ``test_grad`` runs)."""
+    torch, infos = _torch_module_infos()
+    import xent.torch as xtorch
+
+    ours_cls = {
+        torch.nn.CrossEntropyLoss: xtorch.CrossEntropyLoss,
+        torch.nn.NLLLoss: xtorch.NLLLoss,
+    }
+    n = 0
+    for info, _ in infos:
+        samples = info.module_inputs_func(
+            info, device="cpu", dtype=torch.float64, requires_grad=True, training=True
+        )
+        for s in samples:
+            args, kwargs = s.constructor_input.args, s.constructor_input.kwargs
+            theirs = info.module_cls(*args, **kwargs)
+            ours = ours_cls[info.module_cls](*args, **kwargs)
+            inputs = s.forward_input.args
+            wrt = [x for x in inputs if isinstance(x, torch.Tensor) and x.requires_grad]
+            want = theirs(*inputs)
+            got = ours(*inputs)
+            where = f"{info.module_cls.__name__} {s.desc}"
+            up = torch.ones_like(want)
+            want_g = torch.autograd.grad(want, wrt, up, allow_unused=True)
+            got_g = torch.autograd.grad(got, wrt, up, allow_unused=True)
+            for a, b in zip(got_g, want_g):
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, equal_nan=True, msg=where)
+            if torch.isfinite(want).all():
+                assert torch.autograd.gradcheck(lambda *x: ours(*x), tuple(inputs)), where
+            n += 1
+    assert n > 50
+
+
 #: PyTorch's error cases xent deliberately does not raise as PyTorch does (README, "Where
 #: xent differs"): class weights of another dtype than the input are accepted (they are read
 #: as float64); the case's input has no classes, a ValueError of its own.
