@@ -1,8 +1,9 @@
 """pytest-benchmark suite over the shared registry (``xent.bench.REGISTRY``).
 
 Run: ``pytest benchmarks/ --benchmark-only`` (``XENT_BENCH_FULL=1`` adds float64).
-Groups are per (shape, dtype, logits-or-probabilities); each benchmark checks its value
-against a float64 NumPy evaluation and records GB/s, threads and the threading layer.
+Groups are per (shape, dtype, logits-or-probabilities, loss or forward + backward); each
+benchmark checks its value (for a gradient: ``sum_i g[i, y_i]``) against a float64 NumPy
+evaluation and records GB/s, threads and the threading layer.
 """
 
 import numba
@@ -20,8 +21,10 @@ def test_loss(benchmark, bench_data, impl):
     fn = impl.make(data)
     if fn is None:
         pytest.skip(f"{impl.name} does not apply to {data.case.label}")
+    if impl.task != data.case.task:
+        pytest.skip(f"{impl.name} is not a {data.case.task} implementation")
     benchmark.group = data.case.label
-    value = benchmark(fn)
+    value = impl.checked(data, benchmark(fn))
     stats = benchmark.stats  # None under --benchmark-disable
     if stats is not None:
         median = stats.stats.median

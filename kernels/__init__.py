@@ -10,7 +10,7 @@ range (that row gets NaN), but the wrappers validate before calling them.
 
 from ._half import BFLOAT16_BITS, FLOAT16_BITS
 from ._serial import serial
-from .baseline import row_sums
+from .baseline import row_scale, row_sums
 from .evaluate import evaluate_dense, evaluate_sparse
 from .grad import dense_logits_grad, sparse_logits_grad
 from .long_rows import dense_logits_long_rows, sparse_logits_long_rows
@@ -32,6 +32,7 @@ __all__ = [
     "evaluate_dense",
     "evaluate_sparse",
     "probability_rows",
+    "row_scale",
     "row_sums",
     "serial",
     "sparse_logits",

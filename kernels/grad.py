@@ -210,7 +210,11 @@ def _sparse_grad_row(
         loss = sparse_row_loss(src, y, shift, log_s, smoothing, w)
     w_y = (w[y] if weighted else 1.0) if counted else 0.0
     w_total = w_sum if weighted else np.float64(c)
-    a = gl * ((1.0 - smoothing) * w_y + smoothing * w_total / c) + (zsq2 * lse if zsq2 != 0.0 else 0.0) + gle
+    a = (
+        gl * ((1.0 - smoothing) * w_y + smoothing * w_total / c)
+        + (zsq2 * lse if zsq2 != 0.0 else 0.0)
+        + gle
+    )
     if gl == 0.0 and a == 0.0:
         _zero_row(grow)
         return loss, lse
@@ -244,7 +248,11 @@ def _dense_grad_row(
         if not np.isfinite(t_sum):
             t_sum = row_sum(tsrc)
     w_total = w_sum if weighted else np.float64(c)
-    a = gl * ((1.0 - smoothing) * t_sum + smoothing * w_total / c) + (zsq2 * lse if zsq2 != 0.0 else 0.0) + gle
+    a = (
+        gl * ((1.0 - smoothing) * t_sum + smoothing * w_total / c)
+        + (zsq2 * lse if zsq2 != 0.0 else 0.0)
+        + gle
+    )
     if gl == 0.0 and a == 0.0:
         _zero_row(grow)
         return loss, lse

@@ -161,6 +161,11 @@ def test_inplace_backward_rules():
     w = torch.randn(6, 6, dtype=torch.float64, requires_grad=True)
     xent.cross_entropy(z0 @ w, t, inplace_backward=True).backward()
     g_inplace = w.grad.clone()
+    retained = xent.cross_entropy(z0 @ w, t, inplace_backward=True)
+    retained.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="second backward"):
+        retained.backward()  # the logits hold the gradient now: nothing to recompute from
+    w.grad = None
     w.grad = None
     F.cross_entropy(z0 @ w, t).backward()
     torch.testing.assert_close(g_inplace, w.grad, rtol=1e-12, atol=1e-13)

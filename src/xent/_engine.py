@@ -54,6 +54,13 @@ def row_sums(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     return kernels.row_sums(kernel_view(x), out)
 
 
+def row_scale(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """The gradient's bandwidth baseline: ``out = x / 2`` (reads ``x`` once, writes ``out``)."""
+    ready()
+    kernels.row_scale(kernel_view(x), kernel_view(out))
+    return out
+
+
 def _kernel(parallel_kernel):
     """The kernel to launch: its serial build in a child forked from an OpenMP parent."""
     return kernels.serial(parallel_kernel) if serial_only() else parallel_kernel

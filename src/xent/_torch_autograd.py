@@ -80,7 +80,7 @@ class CrossEntropyFunction(torch.autograd.Function):
                 lse.reshape(shape) if opts.return_lse else None,
                 opts,
             )
-            ctx.lse, ctx.grad = lse, None
+            ctx.lse, ctx.grad, ctx.fused = lse, None, False
         else:
             if inplace:
                 out_rows, grad = inplace_rows(p, input), input
@@ -89,7 +89,7 @@ class CrossEntropyFunction(torch.autograd.Function):
                 grad = _tensor(g)
             # for "none" (in place) the gradient of the elements' sum, scaled row by row later
             out, lse, _ = forward_backward(p, reduction, opts, 1.0, out_rows)
-            ctx.lse, ctx.grad = lse, grad
+            ctx.lse, ctx.grad, ctx.fused = lse, grad, True
             if inplace:
                 torch.autograd.graph.increment_version(input)
         ctx.save_for_backward(input if not inplace else None, target if target_grad else None)
@@ -104,15 +104,25 @@ class CrossEntropyFunction(torch.autograd.Function):
         g_lse_out = extra.pop(0) if opts.return_lse else None
         grad_input = None
         if ctx.needs_input_grad[0]:
-            if ctx.grad is not None and go is not None:  # fused for an upstream gradient of 1
-                grad_input = ctx.grad
+            if ctx.fused and go is not None:  # computed for an upstream gradient of 1
+                # handed over, not kept: autograd can then make it the leaf's .grad without
+                # a copy (measured: the copy cost as much as the fused pass itself)
+                grad_input, ctx.grad = ctx.grad, None
+                if grad_input is None:  # a second backward (retain_graph): the same pass again
+                    if ctx.inplace:
+                        raise RuntimeError(
+                            "inplace_backward=True: the gradient written over the logits went "
+                            "to the first backward; a second backward (retain_graph=True) "
+                            "needs inplace_backward=False"
+                        )
+                    g, out_rows = empty_grad(p.rows, p.batch_shape, p.dim)
+                    forward_backward(p, ctx.reduction, opts, 1.0, out_rows)
+                    grad_input = _tensor(g)
                 if ctx.reduction == "none":
                     go = _unsqueeze_classes(go, p.dim)
                 if not (go.dim() == 0 and float(go) == 1.0):
-                    go = go.to(grad_input.dtype)
-                    # in place the memory is the point; otherwise keep the saved gradient
-                    grad_input = grad_input.mul_(go) if ctx.inplace else grad_input * go
-            elif go is not None:
+                    grad_input = grad_input.mul_(go.to(grad_input.dtype))
+            elif go is not None:  # "none": the gradient kernel from the saved lse
                 grad_input = _backward_pass(p, ctx.reduction, opts, go, None, None, ctx.lse)
             if g_z_out is not None or g_lse_out is not None:
                 more = _backward_pass(p, ctx.reduction, opts, None, g_z_out, g_lse_out, ctx.lse)

@@ -46,10 +46,12 @@ class Case:
     classes: int
     dtype: str = "float32"
     inputs: str = "logits"  # or "probs"
+    task: str = "loss"  # or "grad": forward + backward (the loss and d loss / d logits)
 
     @property
     def label(self) -> str:
-        return f"{self.rows:,}x{self.classes:,} {self.dtype} {self.inputs}"
+        grad = " fwd+bwd" if self.task == "grad" else ""
+        return f"{self.rows:,}x{self.classes:,} {self.dtype} {self.inputs}{grad}"
 
 
 @dataclasses.dataclass
@@ -89,6 +91,9 @@ class Impl:
     make: Callable[[Data], Callable[[], float] | None]
     requires: str | None = None  # module that must be importable
     bytes_read: Callable[[Data], int] | None = None
+    task: str = "loss"  # the cases it runs on ("loss" or "grad")
+    #: what is checked of a gradient implementation's result (outside the timing)
+    summary: Callable[[Data, object], float] | None = None
 
     def available(self) -> bool:
         if self.requires is None:
@@ -100,10 +105,14 @@ class Impl:
         return True
 
     def nbytes(self, data: Data) -> int:
+        """Bytes the call must move: its inputs, and for a gradient the gradient written."""
         if self.bytes_read is not None:
             return self.bytes_read(data)
-        n = data.scores.nbytes
+        n = data.scores.nbytes * (2 if self.task == "grad" else 1)
         return n + (data.onehot.nbytes if self.loss == "dense" else data.labels.nbytes)
+
+    def checked(self, data: Data, value) -> float:
+        return value if self.summary is None else self.summary(data, value)
 
 
 # ---------------------------------------------------------------- implementations
@@ -249,6 +258,111 @@ def _rowsum_baseline(data: Data):
     return lambda: float(row_sums(data.scores, out)[0]) if data.case.rows else 0.0
 
 
+# ---------------------------------------------------------------- forward + backward
+def label_grad_sum(data: Data, grad) -> float:
+    """``sum_i g[i, y_i]`` of a mean loss's gradient (``= mean_i p_{i y_i} - 1``): what the
+    runner checks of a gradient, computed outside the timing."""
+    if hasattr(grad, "detach"):  # a torch tensor (bfloat16 widened by torch)
+        grad = grad.detach().float().numpy()
+    g = np.asarray(grad)
+    g = widened(g) if g.dtype == BFLOAT16 else g
+    g = g.astype(np.float32) if g.dtype.kind == "V" else g  # ml_dtypes.bfloat16 (JAX)
+    return float(np.sum(g[np.arange(data.case.rows), data.labels], dtype=np.float64))
+
+
+def _grad_of(data: Data, out) -> float:
+    return label_grad_sum(data, out[1])
+
+
+def _xent_grad(data: Data, sparse: bool):
+    target = data.labels if sparse else data.onehot
+    return lambda: xent.value_and_grad(data.scores, target)
+
+
+def _xent_torch_grad(data: Data, sparse: bool):
+    """xent through PyTorch autograd: ``xent.cross_entropy(z).backward()``."""
+    import torch
+
+    z = _torch_tensor(data.scores).requires_grad_(True)
+    target = torch.from_numpy(data.labels) if sparse else _torch_tensor(data.onehot)
+
+    def step():
+        z.grad = None
+        loss = xent.cross_entropy(z, target)
+        loss.backward()
+        return loss, z.grad
+
+    return step
+
+
+def _torch_grad(data: Data, sparse: bool, compiled: bool = False):
+    import torch
+
+    z = _torch_tensor(data.scores).requires_grad_(True)
+    target = torch.from_numpy(data.labels) if sparse else _torch_tensor(data.onehot)
+    f = torch.nn.functional.cross_entropy
+    if compiled:
+        try:
+            f = torch.compile(f)
+            f(z, target).backward()  # compiles now; a machine without a compiler fails here
+        except Exception:
+            return None
+
+    def step():
+        z.grad = None
+        loss = f(z, target)
+        loss.backward()
+        return loss, z.grad
+
+    return step
+
+
+def _jax_grad(data: Data, sparse: bool):
+    import jax
+    import jax.numpy as jnp
+
+    def loss(z, t):
+        logp = jax.nn.log_softmax(z.astype(jnp.float32), axis=-1)
+        if sparse:
+            return -jnp.mean(jnp.take_along_axis(logp, t[:, None], axis=1))
+        return -jnp.mean(jnp.sum(t * logp, axis=-1))
+
+    f = jax.jit(jax.value_and_grad(loss))
+    z = _jax_array(data.scores)
+    t = jnp.asarray(data.labels.astype(np.int32)) if sparse else _jax_array(data.onehot)
+    return lambda: jax.block_until_ready(f(z, t))
+
+
+def _rw_baseline(data: Data):
+    from xent._engine import row_scale
+
+    out = np.empty_like(data.scores)
+    return lambda: (0.0, row_scale(data.scores, out))
+
+
+def _grad_impls() -> list[Impl]:
+    out = [
+        Impl("read-write baseline", "baseline", _rw_baseline, task="grad",
+             bytes_read=lambda d: 2 * d.scores.nbytes),
+    ]  # fmt: skip
+    for sparse, kind, name in ((True, "sparse", "sparse"), (False, "dense", "categorical")):
+        out += [
+            Impl(f"xent {name} fwd+bwd", kind, lambda d, s=sparse: _xent_grad(d, s),
+                 task="grad", summary=_grad_of),
+            Impl(f"xent {name} fwd+bwd (torch autograd)", kind,
+                 lambda d, s=sparse: _xent_torch_grad(d, s), requires="torch", task="grad",
+                 summary=_grad_of),
+            Impl(f"torch {kind} fwd+bwd", kind, lambda d, s=sparse: _torch_grad(d, s),
+                 requires="torch", task="grad", summary=_grad_of),
+            Impl(f"torch.compile {kind} fwd+bwd", kind,
+                 lambda d, s=sparse: _torch_grad(d, s, compiled=True), requires="torch",
+                 task="grad", summary=_grad_of),
+            Impl(f"jax {kind} fwd+bwd", kind, lambda d, s=sparse: _jax_grad(d, s),
+                 requires="jax", task="grad", summary=_grad_of),
+        ]  # fmt: skip
+    return out
+
+
 REGISTRY: list[Impl] = [
     Impl("row-sum baseline", "baseline", _rowsum_baseline, bytes_read=lambda d: d.scores.nbytes),
     Impl("xent sparse", "sparse", _xent_sparse),
@@ -273,19 +387,27 @@ REGISTRY: list[Impl] = [
     Impl("jax dense", "dense", _jax_dense, requires="jax"),
     Impl("keras sparse", "sparse", lambda d: _keras(d, True), requires="keras"),
     Impl("keras dense", "dense", lambda d: _keras(d, False), requires="keras"),
+    *_grad_impls(),
 ]
 
 
 def expected_mean(data: Data) -> float:
-    """Float64 NumPy evaluation of the mean loss (one-hot targets: sparse == dense)."""
-    return numpy_mean_loss(widened(data.scores).astype(np.float64), data.labels, data.case.inputs)
+    """Float64 NumPy evaluation of the mean loss (one-hot targets: sparse == dense); for a
+    gradient case, of the checked gradient value ``mean_i p_{i y_i} - 1``."""
+    z = widened(data.scores).astype(np.float64)
+    if data.case.task == "grad":
+        idx = np.arange(data.case.rows)
+        m = z.max(axis=1)
+        lse = np.log(np.exp(z - m[:, None]).sum(axis=1)) + m
+        return float(np.mean(np.exp(z[idx, data.labels] - lse)) - 1.0)
+    return numpy_mean_loss(z, data.labels, data.case.inputs)
 
 
 def tolerance(impl: Impl, case: Case) -> float:
     """Relative tolerance of a result: PyTorch, JAX and NumPy return a 16-bit input's loss in
     16 bits (bfloat16's grid near 7 is 1/32); xent returns float32."""
-    if case.dtype in HALF_DTYPES and not impl.name.startswith("xent"):
-        return 2e-2
+    if case.dtype in HALF_DTYPES and (case.task == "grad" or not impl.name.startswith("xent")):
+        return 2e-2  # and every 16-bit gradient is rounded to 16 bits
     return 1e-4
 
 
@@ -296,6 +418,7 @@ QUICK = [
     Case(512, 32_000),
     Case(20_000, 1_000, inputs="probs"),
     Case(20_000, 1_000, "bfloat16"),
+    Case(20_000, 1_000, task="grad"),
 ]
 _LOGITS_SHAPES = [
     Case(1_000_000, 10),
@@ -303,17 +426,24 @@ _LOGITS_SHAPES = [
     Case(8_192, 32_000),
     Case(1_024, 131_072),
 ]
+#: Forward + backward: the issue's two shapes, the short and the long rows, and bfloat16.
+GRAD_CASES = [
+    *(dataclasses.replace(c, task="grad") for c in _LOGITS_SHAPES),
+    Case(8_192, 32_000, "bfloat16", task="grad"),
+]
 DEFAULT = [
     *_LOGITS_SHAPES,
     Case(100_000, 1_000, inputs="probs"),
     *(dataclasses.replace(c, dtype="bfloat16") for c in _LOGITS_SHAPES),
     Case(100_000, 1_000, "float16"),
+    *GRAD_CASES,
 ]
 FULL = (
     DEFAULT
     + [dataclasses.replace(c, dtype="float64") for c in DEFAULT if c.dtype == "float32"]
     + [dataclasses.replace(c, dtype="float16") for c in _LOGITS_SHAPES if c.classes != 1_000]
     + [Case(100_000, 1_000, "bfloat16", "probs")]
+    + [Case(100_000, 1_000, "float64", task="grad")]
 )
 
 
@@ -407,12 +537,15 @@ def run(cases, repeat: int = 7, budget_s: float = 2.0, progress=None, startup=Tr
         want = expected_mean(data)
         rows = []
         for impl in impls:
+            if impl.task != case.task:
+                continue
             fn = impl.make(data)
             if fn is None:
                 continue
             if progress:
                 progress(f"[{k + 1}/{len(cases)}] {case.label}: {impl.name}")
             seconds, value = time_call(fn, repeat, budget_s)
+            value = impl.checked(data, value)
             rtol = tolerance(impl, case)
             ok = impl.loss == "baseline" or bool(np.isclose(value, want, rtol=rtol, atol=1e-5))
             nbytes = impl.nbytes(data)
