@@ -210,3 +210,24 @@ def test_errors_name_the_argument(rng):
         xent.value_and_grad(z, [0, 7, 2])
     with pytest.raises(ValueError, match="label_smoothing"):
         xent.value_and_grad(z, [0, 1, 2], label_smoothing=1.5)
+
+
+def test_gradient_memory_is_reused_only_when_nobody_holds_it(rng):
+    """Large gradients come from reused buffers (no page faults in a training loop), but a
+    gradient the caller still holds, or a view of it, is never handed out again."""
+    z = rng.normal(size=(600, 1_000)).astype(np.float32)  # 2.4 MB gradients
+    y = rng.integers(0, 1_000, 600)
+    _, first = xent.value_and_grad(z, y)
+    keep = first.copy()
+    _, second = xent.value_and_grad(z * 2, y)
+    assert not np.shares_memory(first, second)
+    view = second[5:10]
+    del second
+    _, third = xent.value_and_grad(z * 3, y)
+    assert not np.shares_memory(third, view) and not np.shares_memory(third, first)
+    np.testing.assert_array_equal(first, keep)
+    address = third.__array_interface__["data"][0]
+    del third
+    _, fourth = xent.value_and_grad(z, y)  # the memory third left behind
+    assert fourth.__array_interface__["data"][0] == address
+    np.testing.assert_array_equal(fourth, keep)
