@@ -235,3 +235,17 @@ def test_modules_mirror_torch_nn():
     assert legacy.reduction == "none"
     with pytest.warns(UserWarning, match="reduction='sum'"):
         assert xtorch.CrossEntropyLoss(size_average=False).reduction == "sum"
+
+
+def test_class_weights_that_require_grad_are_refused():
+    """PyTorch refuses them for index targets; xent refuses them for both target kinds
+    rather than return a loss whose weight gradient would silently be missing (README)."""
+    z, t, c = _inputs((3, 4), "index")
+    w = torch.rand(c, dtype=torch.float64, requires_grad=True)
+    for call in (xent.cross_entropy, xent.nll_loss):
+        with pytest.raises(
+            RuntimeError, match="not differentiable with respect to argument 'weight'"
+        ):
+            call(z, t, weight=w)
+    with torch.no_grad():
+        assert torch.isfinite(xent.cross_entropy(z, t, weight=w))

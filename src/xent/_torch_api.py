@@ -140,6 +140,17 @@ def _wants_grad(*tensors) -> bool:
     return any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
 
 
+def _check_weight_grad(weight, fn: str) -> None:
+    """A class-weight tensor that requires grad: PyTorch's refusal (index targets), which
+    xent gives for probability targets too rather than silently dropping the gradient."""
+    if _wants_grad(weight):
+        raise TorchInputError(
+            f"The function '{fn}' is not differentiable with respect to argument 'weight'. "
+            f"This input cannot have requires_grad True. (xent computes no gradient for "
+            f"class weights; pass weight.detach())"
+        )
+
+
 def _class_dim(pred: np.ndarray, name: str = "input") -> int:
     """PyTorch's class dimension: 0 for an unbatched ``(C,)`` input, else 1."""
     if pred.ndim == 0:
@@ -260,6 +271,7 @@ def cross_entropy(
     smoothing = float(smoothing)
     ignore_index = check_ignore_class(ignore_index, "ignore_index")
     opts = check_large_vocab(z_loss, softcap, return_lse, return_z_loss)
+    _check_weight_grad(weight, "cross_entropy")
     if _wants_grad(input, target):
         from xent import _torch_autograd
 
@@ -433,6 +445,7 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     """
     reduction = _check_reduction(reduction)
     ignore_index = check_ignore_class(ignore_index, "ignore_index")
+    _check_weight_grad(weight, "nll_loss")
     if _dask.is_dask(input) or _dask.is_dask(target):
         return _dask_nll_loss(input, target, weight, ignore_index, reduction)
     loss, divisor, batch_shape, labels, w, dim = _nll_parts(input, target, weight, ignore_index)
