@@ -3,10 +3,11 @@
 Inputs: NumPy arrays (also of ``ml_dtypes.bfloat16``, which JAX hands to NumPy), PyTorch CPU
 tensors of any dtype (read through ``detach()``; the front ends that differentiate wrap
 their call in an autograd Function, ``_torch_autograd``), JAX CPU arrays, and anything
-exposing ``__dlpack__``.  Every dtype is read in place (no copy).  bfloat16 arrays, whatever they come from, are carried as a
-view of dtype :data:`BFLOAT16` (their raw bits in a one-field record, so that NumPy never
-computes with them by mistake and ml_dtypes is not needed); the kernels widen the bits to
-float32 as they read them.  A tensor on another device is a ``ValueError`` that says so.
+exposing ``__dlpack__``.  Every dtype is read in place (no copy).  bfloat16 arrays, whatever
+they come from, are carried as a view of dtype :data:`BFLOAT16` (their raw bits in a
+one-field record, so that NumPy never computes with them by mistake and ml_dtypes is not
+needed); the kernels widen the bits to float32 as they read them.  A tensor on another
+device is a ``ValueError`` that says so.
 
 Outputs: a call given a torch tensor returns torch tensors, one given a JAX array returns JAX
 arrays, NumPy in gives NumPy out.  For 16-bit inputs the loss is float32 (PyTorch and optax
