@@ -19,12 +19,20 @@ def test_demo_prints_both_losses_on_the_keras_example():
 
 
 def test_bench_runner_checks_every_result():
-    cases = [bench.Case(3000, 10), bench.Case(300, 200, "float64", "probs")]
-    report = bench.run(cases, repeat=1, budget_s=0.1)
+    cases = [
+        bench.Case(3000, 10),
+        bench.Case(300, 200, "float64", "probs"),
+        bench.Case(300, 50, task="grad"),
+    ]
+    report = bench.run(cases, repeat=1, budget_s=0.1, slow=False)
     assert [e["label"] for e in report["results"]] == [c.label for c in cases]
-    for entry in report["results"]:
+    for entry in report["results"][:2]:
         names = {r["impl"] for r in entry["results"]}
         assert {"row-sum baseline", "xent sparse", "xent categorical", "numpy sparse"} <= names
+    grad_names = {r["impl"] for r in report["results"][2]["results"]}
+    assert {"read-write baseline", "xent sparse fwd+bwd", "xent categorical fwd+bwd"} <= grad_names
+    assert not any(n.startswith("torch.compile") for n in grad_names)  # slow=False
+    for entry in report["results"]:
         for r in entry["results"]:
             assert r["correct"], (entry["label"], r)
             assert r["ms"] > 0 and r["gbps"] > 0
@@ -60,8 +68,11 @@ def test_bench_cli_json():
     by_name = {i.name: i for i in bench.REGISTRY}
     for entry in report["results"]:
         impls = {r["impl"]: r for r in entry["results"]}
-        assert {"row-sum baseline", "xent sparse", "xent categorical"} <= set(impls)
         case = bench.Case(**entry["case"])
+        if case.task == "grad":  # sum_i g[i, y_i] of each gradient, checked as the losses
+            assert {"read-write baseline", "xent sparse fwd+bwd"} <= set(impls)
+        else:
+            assert {"row-sum baseline", "xent sparse", "xent categorical"} <= set(impls)
         for r in entry["results"]:
             assert r["correct"] is True and r["ms"] > 0, r
             if r["loss"] != "baseline":

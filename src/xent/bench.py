@@ -94,6 +94,8 @@ class Impl:
     task: str = "loss"  # the cases it runs on ("loss" or "grad")
     #: what is checked of a gradient implementation's result (outside the timing)
     summary: Callable[[Data, object], float] | None = None
+    #: compiles for tens of seconds per shape (torch.compile): left out of ``--quick``
+    slow_to_make: bool = False
 
     def available(self) -> bool:
         if self.requires is None:
@@ -337,7 +339,7 @@ def _rw_baseline(data: Data):
     from xent._engine import row_scale
 
     out = np.empty_like(data.scores)
-    return lambda: (0.0, row_scale(data.scores, out))
+    return lambda: (row_scale(data.scores, out), 0.0)[1]
 
 
 def _grad_impls() -> list[Impl]:
@@ -356,7 +358,7 @@ def _grad_impls() -> list[Impl]:
                  requires="torch", task="grad", summary=_grad_of),
             Impl(f"torch.compile {kind} fwd+bwd", kind,
                  lambda d, s=sparse: _torch_grad(d, s, compiled=True), requires="torch",
-                 task="grad", summary=_grad_of),
+                 task="grad", summary=_grad_of, slow_to_make=True),
             Impl(f"jax {kind} fwd+bwd", kind, lambda d, s=sparse: _jax_grad(d, s),
                  requires="jax", task="grad", summary=_grad_of),
         ]  # fmt: skip
@@ -523,14 +525,17 @@ def startup_times() -> dict:
     return out
 
 
-def run(cases, repeat: int = 7, budget_s: float = 2.0, progress=None, startup=True) -> dict:
-    """Time every available implementation on every case; returns a JSON-ready dict."""
+def run(
+    cases, repeat: int = 7, budget_s: float = 2.0, progress=None, startup=True, slow=True
+) -> dict:
+    """Time every available implementation on every case; returns a JSON-ready dict.
+    ``slow=False`` leaves out implementations that take long to compile (torch.compile)."""
     import numba
 
     from xent._engine import ready
 
     ready()
-    impls = [i for i in REGISTRY if i.available()]
+    impls = [i for i in REGISTRY if i.available() and (slow or not i.slow_to_make)]
     results = []
     for k, case in enumerate(cases):
         data = Data.make(case)
@@ -586,7 +591,9 @@ def main(args) -> int:
         if not args.json:
             print(f"\r\033[K{msg}", end="", file=sys.stderr, flush=True)
 
-    report = run(cases, repeat=args.repeat, budget_s=args.budget, progress=progress)
+    report = run(
+        cases, repeat=args.repeat, budget_s=args.budget, progress=progress, slow=not args.quick
+    )
     if not args.json:
         print("\r\033[K", end="", file=sys.stderr)
     if args.output:
