@@ -52,16 +52,24 @@ def test_torch_and_optax_entry_points(case, data):
         reduction="none",
         label_smoothing=case["smoothing"],
     )
+    grad_call = lambda: xent.value_and_grad(  # noqa: E731
+        pred, labels, ignore_index=ignore, reduction="none", label_smoothing=case["smoothing"]
+    )
     if err is not None:
         with pytest.raises(err):
             call()
+        with pytest.raises(err):
+            grad_call()
     else:
         comp = np.float64 if pred.dtype == np.float64 else np.float32
-        want = reference.torch_cross_entropy(
-            pred.astype(comp), labels.astype(np.int64), None, ignore, "none", case["smoothing"]
-        )
+        args = (pred.astype(comp), labels.astype(np.int64), None, ignore, "none")
+        want = reference.torch_cross_entropy(*args, case["smoothing"])
         rtol = 1e-12 if comp == np.float64 else 2e-5
         np.testing.assert_allclose(call(), want, rtol=rtol, atol=rtol, equal_nan=True)
+        loss, grad = grad_call()
+        np.testing.assert_allclose(loss, want, rtol=rtol, atol=rtol, equal_nan=True)
+        want_grad = reference.torch_cross_entropy_grad(*args, case["smoothing"])
+        np.testing.assert_allclose(grad, want_grad, rtol=rtol, atol=rtol, equal_nan=True)
     # optax: integers only, no ignore value
     if pred.dtype.kind != "f" or labels.dtype.kind not in "iu":
         with pytest.raises(TypeError):
