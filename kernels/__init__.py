@@ -12,7 +12,12 @@ from ._half import BFLOAT16_BITS, FLOAT16_BITS
 from ._serial import serial
 from .baseline import row_scale, row_sums
 from .evaluate import evaluate_dense, evaluate_sparse
-from .grad import dense_logits_grad, sparse_logits_grad
+from .grad import (
+    dense_logits_grad,
+    dense_short_rows_grad,
+    sparse_logits_grad,
+    sparse_short_rows_grad,
+)
 from .long_rows import dense_logits_long_rows, sparse_logits_long_rows
 from .probs import dense_probs, probability_rows, sparse_probs
 from .rows import dense_logits, sparse_logits
@@ -26,6 +31,7 @@ __all__ = [
     "SHORT_ROW_BYTES",
     "dense_logits",
     "dense_logits_grad",
+    "dense_short_rows_grad",
     "dense_logits_long_rows",
     "dense_logits_short_rows",
     "dense_probs",
@@ -37,6 +43,7 @@ __all__ = [
     "serial",
     "sparse_logits",
     "sparse_logits_grad",
+    "sparse_short_rows_grad",
     "sparse_logits_long_rows",
     "sparse_logits_short_rows",
     "sparse_probs",

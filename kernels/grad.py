@@ -566,3 +566,122 @@ def dense_logits_grad(
             if not lse_given:
                 out_loss[i] = loss
                 out_lse[i] = lse
+
+
+# ------------------------------------------------------------ short rows from a saved lse
+# Rows of a few classes (up to SHORT_ROW_BYTES, as the forward's turned kernels) are too short
+# to vectorise one at a time.  Given every row's log-sum-exp (which the turned forward kernels
+# compute fast), the gradient of a block of rows is one flat loop over its elements: the
+# per-row coefficients are first spread to per-element arrays, so that the loop is
+# ``g = a exp(z - lse) - b - tc t`` on contiguous memory, 16 lanes wide.  Plain options only
+# (no class weights, soft-capping or masks); C-contiguous logits, targets and gradient.
+SHORT_GRAD_BLOCK = 64
+
+
+@njit(**ROW)
+def _flat_grad(zf, sh, sc, sb, grad_f):
+    for k in range(zf.shape[0]):
+        grad_f[k] = narrow(sc[k] * fast_exp(widen(zf[k]) - sh[k]) - sb[k], grad_f)
+
+
+@njit(**ROW)
+def _flat_dense_grad(zf, tf, sh, sc, sb, tc, grad_f):
+    for k in range(zf.shape[0]):
+        t = as_type_of(widen(tf[k]), sc[k])
+        grad_f[k] = narrow(sc[k] * fast_exp(widen(zf[k]) - sh[k]) - sb[k] - tc[k] * t, grad_f)
+
+
+@njit(**INLINED)
+def _spread(sh, sc, sb, k, c, lse_i, a, off):
+    """Per-element copies of one row's shift, scale and offset, at ``k`` (the block's place
+    of the row)."""
+    shift = as_type_of(lse_i, sh[0])
+    scale = as_type_of(a, sh[0])
+    offset = as_type_of(off, sh[0])
+    for j in range(c):
+        sh[k + j] = shift
+        sc[k + j] = scale
+        sb[k + j] = offset
+
+
+@njit(**INLINED)
+def _lse_coefficient(g_zsq, g_lse, has_g_lse, lse, i):
+    """The lse-dependent part of a row's ``a``: ``2 g_zsq lse + g_lse``."""
+    a = 2.0 * g_zsq[i] * lse[i] if g_zsq[i] != 0.0 else 0.0
+    return a + (g_lse[i] if has_g_lse else 0.0)
+
+
+@njit(**PARALLEL)
+def sparse_short_rows_grad(z, labels, smoothing, g_loss, g_zsq, g_lse, lse, grad):
+    """Gradient of the plain sparse loss for short C-contiguous rows, from each row's
+    ``lse``; coefficients as in :func:`sparse_logits_grad` (``g_lse`` may be empty).  An
+    ``IGNORED`` row gets zeros unless ``g_lse`` asks for its log-sum-exp's gradient."""
+    n, c = z.shape
+    has_g_lse = g_lse.shape[0] == n
+    nb = (n + SHORT_GRAD_BLOCK - 1) // SHORT_GRAD_BLOCK
+    per = row_chunks(nb)
+    m = SHORT_GRAD_BLOCK * c
+    for chunk in prange((nb + per - 1) // per):
+        sh = work_empty(m, z)
+        sc = work_empty(m, z)
+        sb = work_empty(m, z)
+        g_label = np.empty(SHORT_GRAD_BLOCK)
+        for b in range(chunk * per, min(nb, (chunk + 1) * per)):
+            r0 = b * SHORT_GRAD_BLOCK
+            r1 = min(n, r0 + SHORT_GRAD_BLOCK)
+            for i in range(r0, r1):
+                gl = g_loss[i] if 0 <= labels[i] < c else 0.0  # ignored: no loss term
+                a = gl + _lse_coefficient(g_zsq, g_lse, has_g_lse, lse, i)
+                _spread(sh, sc, sb, (i - r0) * c, c, lse[i], a, gl * smoothing / c)
+            # the label's element first: in place, the flat loop overwrites the logits
+            for i in range(r0, r1):
+                y = labels[i]
+                if 0 <= y < c:  # the one-hot term at the label, with one rounding
+                    gl = g_loss[i]
+                    a = gl + _lse_coefficient(g_zsq, g_lse, has_g_lse, lse, i)
+                    # in the work precision, as the flat loop (a libm exp per row cost 40%)
+                    p_y = np.float64(fast_exp(widen(z[i, y]) - sh[(i - r0) * c]))
+                    g_label[i - r0] = a * p_y - gl * (1.0 - smoothing) - gl * smoothing / c
+            k = (r1 - r0) * c
+            gf = grad[r0:r1].reshape(-1)
+            _flat_grad(z[r0:r1].reshape(-1), sh[:k], sc[:k], sb[:k], gf)
+            for i in range(r0, r1):
+                y = labels[i]
+                q = (i - r0) * c
+                if 0 <= y < c:
+                    gf[q + y] = narrow(g_label[i - r0], gf)
+                elif not (has_g_lse and g_lse[i] != 0.0):  # ignored: zeros, even for NaN z
+                    for j in range(c):
+                        gf[q + j] = narrow(np.float32(0.0), gf)
+
+
+@njit(**PARALLEL)
+def dense_short_rows_grad(z, t, smoothing, g_loss, g_zsq, g_lse, lse, grad):
+    """:func:`sparse_short_rows_grad` against C-contiguous target rows ``t``."""
+    n, c = z.shape
+    has_g_lse = g_lse.shape[0] == n
+    nb = (n + SHORT_GRAD_BLOCK - 1) // SHORT_GRAD_BLOCK
+    per = row_chunks(nb)
+    m = SHORT_GRAD_BLOCK * c
+    for chunk in prange((nb + per - 1) // per):
+        sh = work_empty(m, z)
+        sc = work_empty(m, z)
+        sb = work_empty(m, z)
+        tc = work_empty(m, z)
+        for b in range(chunk * per, min(nb, (chunk + 1) * per)):
+            r0 = b * SHORT_GRAD_BLOCK
+            r1 = min(n, r0 + SHORT_GRAD_BLOCK)
+            for i in range(r0, r1):
+                gl = g_loss[i]
+                a = gl * ((1.0 - smoothing) * row_sum(t[i]) + smoothing)
+                a += _lse_coefficient(g_zsq, g_lse, has_g_lse, lse, i)
+                k = (i - r0) * c
+                _spread(sh, sc, sb, k, c, lse[i], a, gl * smoothing / c)
+                t_coef = as_type_of(gl * (1.0 - smoothing), sh[0])
+                for j in range(c):
+                    tc[k + j] = t_coef
+            k = (r1 - r0) * c
+            _flat_dense_grad(
+                z[r0:r1].reshape(-1), t[r0:r1].reshape(-1), sh[:k], sc[:k], sb[:k], tc[:k],
+                grad[r0:r1].reshape(-1),
+            )  # fmt: skip

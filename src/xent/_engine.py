@@ -6,6 +6,7 @@ rewritten for speed without touching any front end.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -308,6 +309,8 @@ def grad_rows(
     n = rows.shape[0]
     res = result_dtype(rows.dtype)
     grad = np.empty(rows.shape, rows.dtype) if out is None else out
+    if _short_grad(kind, rows, second, options, grad):
+        return _short_rows_grad(kind, rows, second, options, g_loss, g_zsq, g_lse, lse, grad)
     given = lse is not None
     loss = np.empty(0 if given else n, res)
     lse_out = np.empty(0 if given else n, res)
@@ -330,6 +333,38 @@ def grad_rows(
     if given:
         return None, None, grad
     return loss, lse_out, grad
+
+
+def _short_grad(kind, rows, second, options: RowOptions, grad) -> bool:
+    """Short rows (as the turned forward kernels take them) with plain options and
+    C-contiguous arrays: the forward's turned kernel for the lse, then one flat loop per
+    block of rows for the gradient (1,000,000 x 10 float32: 2.x times faster than the
+    per-row gradient kernel, measured)."""
+    short = _short_rows(rows) if kind == "sparse" else _short_dense_rows(rows)
+    plain = not (options.used() & {"class_weights", "softcap", "class_mask"})
+    contiguous = rows.flags.c_contiguous and grad.flags.c_contiguous
+    if kind == "dense":
+        contiguous = contiguous and second.flags.c_contiguous
+    return short and plain and contiguous
+
+
+def _short_rows_grad(kind, rows, second, options, g_loss, g_zsq, g_lse, lse, grad):
+    loss = None
+    if lse is None:
+        forward = dense_rows if kind == "dense" else sparse_rows
+        loss, lse = forward(rows, second, dataclasses.replace(options, want_lse=True))
+    kernel = kernels.sparse_short_rows_grad if kind == "sparse" else kernels.dense_short_rows_grad
+    _kernel(kernel)(
+        kernel_view(rows),
+        kernel_view(second),
+        options.smoothing,
+        np.ascontiguousarray(g_loss, np.float64),
+        np.ascontiguousarray(g_zsq, np.float64),
+        _NO_ROWS if g_lse is None else np.ascontiguousarray(g_lse, np.float64),
+        np.ascontiguousarray(lse, np.float64),
+        kernel_view(grad),
+    )
+    return loss, (None if loss is None else lse), grad
 
 
 def probability_checks(rows):
