@@ -363,6 +363,7 @@ def _short_rows_grad(kind, rows, second, options, g_loss, g_zsq, g_lse, lse, gra
         _NO_ROWS if g_lse is None else np.ascontiguousarray(g_lse, np.float64),
         np.ascontiguousarray(lse, np.float64),
         kernel_view(grad),
+        bool(grad.ctypes.data == rows.ctypes.data),  # in place (both C-contiguous)
     )
     return loss, (None if loss is None else lse), grad
 
