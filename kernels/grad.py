@@ -212,6 +212,29 @@ def _finish_grad(ebuf, a, s, b, tsrc, tc, w, wc, src, cap, grow):
     )
 
 
+@njit(**SCALAR)
+def _coefficient(gl, smoothing, q_main, w_total, c, zsq2, lse, gle):
+    """A row's ``a``: ``gl`` times the sum of its effective target (``(1 - eps) q_main +
+    eps w_total / C``), plus the lse-dependent terms ``2 g_zsq lse + g_lse``."""
+    a = gl * ((1.0 - smoothing) * q_main + smoothing * w_total / c) + gle
+    return a + (zsq2 * lse if zsq2 != 0.0 else 0.0)
+
+
+@njit(**SCALAR)
+def _sweep(ebuf, a, s, gl, smoothing, weighted, tsrc, tc, w, src, cap, grow):
+    """The second sweep of a row (smoothing's share of the target taken off as a constant,
+    or per class when weighted); a row with nothing to differentiate gets exact zeros (even
+    where its logits are NaN).  Returns whether the sweep ran."""
+    if gl == 0.0 and a == 0.0:
+        _zero_row(grow)
+        return False
+    c = ebuf.shape[0]
+    b = 0.0 if weighted else gl * smoothing / c
+    wc = gl * smoothing / c if weighted else 0.0
+    _finish_grad(ebuf, a, s, b, tsrc, tc, w, wc, src, cap, grow)
+    return True
+
+
 @njit(**INLINED)
 def _small_sparse_grad_row(src, y, smoothing, w, lse_given, lse_in, gl, zsq2, gle, cap, ebuf, grow):
     """:func:`_sparse_grad_row` for rows of at most ``SMALL_ROW`` classes: plain loops, the
@@ -311,17 +334,9 @@ def _sparse_grad_row(
         loss = sparse_row_loss(src, y, shift, log_s, smoothing, w)
     w_y = (w[y] if weighted else 1.0) if counted else 0.0
     w_total = w_sum if weighted else np.float64(c)
-    a = (
-        gl * ((1.0 - smoothing) * w_y + smoothing * w_total / c)
-        + (zsq2 * lse if zsq2 != 0.0 else 0.0)
-        + gle
-    )
-    if gl == 0.0 and a == 0.0:
-        _zero_row(grow)
+    a = _coefficient(gl, smoothing, w_y, w_total, c, zsq2, lse, gle)
+    if not _sweep(ebuf, a, s, gl, smoothing, weighted, ebuf, 0.0, w, src, cap, grow):
         return loss, lse
-    b = 0.0 if weighted else gl * smoothing / c
-    wc = gl * smoothing / c if weighted else 0.0
-    _finish_grad(ebuf, a, s, b, ebuf, 0.0, w, wc, src, cap, grow)
     if counted and gl != 0.0:
         # the one-hot term at the label, on top of what the sweep wrote
         g_y = (a / s) * np.float64(ebuf[y]) - gl * w_y * (1.0 - smoothing)
@@ -399,17 +414,9 @@ def _dense_grad_row(
         if not np.isfinite(t_sum):
             t_sum = row_sum(tsrc)
     w_total = w_sum if weighted else np.float64(c)
-    a = (
-        gl * ((1.0 - smoothing) * t_sum + smoothing * w_total / c)
-        + (zsq2 * lse if zsq2 != 0.0 else 0.0)
-        + gle
-    )
-    if gl == 0.0 and a == 0.0:
-        _zero_row(grow)
-        return loss, lse
-    b = 0.0 if weighted else gl * smoothing / c
-    wc = gl * smoothing / c if weighted else 0.0
-    _finish_grad(ebuf, a, s, b, tsrc, gl * (1.0 - smoothing), w, wc, src, cap, grow)
+    a = _coefficient(gl, smoothing, t_sum, w_total, c, zsq2, lse, gle)
+    tc = gl * (1.0 - smoothing)
+    _sweep(ebuf, a, s, gl, smoothing, weighted, tsrc, tc, w, src, cap, grow)
     return loss, lse
 
 

@@ -17,24 +17,9 @@ import numpy as np
 
 from xent import _engine
 from xent._frameworks import returns_like_inputs, to_numpy
-from xent._numbers import check_number
 from xent._reduce import TorchReduction
-from xent._torch_api import (
-    TorchInputError,
-    _check_reduction,
-    _Prepared,
-    check_ignore_class,
-)
+from xent._torch_api import _check_reduction, _Prepared, check_ignore_class, check_smoothing
 from xent._vocab import check_large_vocab, package, z_terms
-
-
-def check_smoothing(label_smoothing) -> float:
-    smoothing = check_number(label_smoothing, "label_smoothing")
-    if not 0.0 <= smoothing <= 1.0:
-        raise TorchInputError(
-            f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing!r}"
-        )
-    return float(smoothing)
 
 
 def row_coefficients(p: _Prepared, reduction: str, z_loss: float, grad_output=1.0):

@@ -35,6 +35,16 @@ def _check_reduction(reduction):
     return reduction
 
 
+def check_smoothing(label_smoothing) -> float:
+    """``label_smoothing`` as a float in [0, 1], or PyTorch's error."""
+    smoothing = check_number(label_smoothing, "label_smoothing")
+    if not 0.0 <= smoothing <= 1.0:
+        raise TorchInputError(
+            f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing!r}"
+        )
+    return float(smoothing)
+
+
 class TorchInputError(ValueError, RuntimeError):
     """Bad input to a PyTorch-style function (:func:`cross_entropy`, :func:`nll_loss`).
 
@@ -263,12 +273,7 @@ def cross_entropy(
     1.4594145
     """
     reduction = _check_reduction(reduction)
-    smoothing = check_number(label_smoothing, "label_smoothing")
-    if not 0.0 <= smoothing <= 1.0:
-        raise TorchInputError(
-            f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing!r}"
-        )
-    smoothing = float(smoothing)
+    smoothing = check_smoothing(label_smoothing)
     ignore_index = check_ignore_class(ignore_index, "ignore_index")
     opts = check_large_vocab(z_loss, softcap, return_lse, return_z_loss)
     _check_weight_grad(weight, "cross_entropy")
