@@ -11,7 +11,6 @@ semantics, the command line (``xent``) and the benchmarks.
 
 from xent._engine import threading_layer
 from xent._evaluate import Evaluation, evaluate
-from xent._grad import value_and_grad
 from xent._keras_api import categorical_crossentropy, sparse_categorical_crossentropy
 from xent._keras_losses import CategoricalCrossentropy, SparseCategoricalCrossentropy
 from xent._optax_api import (
@@ -20,7 +19,7 @@ from xent._optax_api import (
 )
 from xent._sklearn_api import log_loss
 from xent._threading import get_num_threads, max_threads, set_num_threads
-from xent._torch_api import TorchInputError, cross_entropy, nll_loss
+from xent._torch_api import TorchInputError, cross_entropy, nll_loss, value_and_grad
 
 __version__ = "0.1.0"
 

@@ -1,11 +1,12 @@
-"""The gradient of :func:`xent.cross_entropy` (PyTorch's semantics) with respect to its input:
-one fused pass computes the loss and writes ``d loss / d input``.
+"""Helpers of the gradient of the logits losses (``xent.value_and_grad``, the PyTorch autograd
+Function, the JAX custom VJP): one fused pass computes the loss and writes ``d loss / d input``.
 
 Every reduction is a per-row coefficient of the row's loss (``g_loss``) and of its
 ``lse**2`` (``g_zsq``, the z-loss), which the kernel turns into ``a p - b`` per row
 (``kernels/grad.py``): ``"mean"`` is ``1 / divisor`` on counted rows (the z-loss
 ``1 / count``), ``"sum"`` is 1, ``"none"`` is the upstream gradient of each element.
-The PyTorch autograd Function and the JAX custom VJP use the same pass.
+The PyTorch autograd Function and the JAX custom VJP use the same pass.  ``p`` below is a
+validated call, ``_torch_api._Prepared`` (not imported: that module imports this one).
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ import threading
 import numpy as np
 
 from xent import _engine
-from xent._frameworks import returns_like_inputs, to_numpy
+from xent._frameworks import to_numpy
 from xent._reduce import TorchReduction
-from xent._torch_api import _check_reduction, _Prepared, check_ignore_class, check_smoothing
-from xent._vocab import check_large_vocab, package, z_terms
+from xent._vocab import package, z_terms
 
 
-def row_coefficients(p: _Prepared, reduction: str, z_loss: float, grad_output=1.0):
+def row_coefficients(p, reduction: str, z_loss: float, grad_output=1.0):
     """``(g_loss, g_zsq)`` float64 per row for the reduction's scaling of an upstream
     gradient (a scalar, or of the batch shape for ``"none"``); 0 on ignored rows."""
     n = p.rows.shape[0]
@@ -107,7 +107,7 @@ def empty_grad(rows, batch_shape, dim) -> tuple[np.ndarray, np.ndarray]:
     return grad, g_rows
 
 
-def inplace_rows(p: _Prepared, given) -> np.ndarray:
+def inplace_rows(p, given) -> np.ndarray:
     """The ``(N, C)`` rows of the caller's own input, to overwrite with the gradient; a
     ``ValueError`` when the input is not memory xent can write (a list, a copy, read-only)."""
     arr = to_numpy(given, "input")
@@ -125,7 +125,7 @@ def inplace_rows(p: _Prepared, given) -> np.ndarray:
     return p.rows
 
 
-def forward_backward(p: _Prepared, reduction, opts, grad_output=1.0, out_rows=None):
+def forward_backward(p, reduction, opts, grad_output=1.0, out_rows=None):
     """The loss, reduced as asked (with the outputs ``package`` makes), and the gradient rows
     for an upstream ``grad_output``.  Returns ``(outputs, lse, grad_rows)``."""
     g_loss, g_zsq = row_coefficients(p, reduction, opts.z_loss, grad_output)
@@ -142,80 +142,3 @@ def forward_backward(p: _Prepared, reduction, opts, grad_output=1.0, out_rows=No
     sums = TorchReduction.partials(loss, p.divisor, z, p.count)
     z_out = None if z is None else rule.combine(sums, loss.dtype, z_only=True)
     return package(rule.combine(sums, loss.dtype), z_out, lse_out, opts), lse, g_rows
-
-
-@returns_like_inputs
-def value_and_grad(
-    input,
-    target,
-    weight=None,
-    ignore_index=-100,
-    reduction="mean",
-    label_smoothing=0.0,
-    *,
-    z_loss=0.0,
-    softcap=None,
-    inplace=False,
-):
-    r""":func:`cross_entropy` and its gradient with respect to ``input``, in one fused pass.
-
-    With :math:`p = \mathrm{softmax}(u)` of the (soft-capped) logits and :math:`q` the
-    row's effective target (:math:`w_y (1-\varepsilon)` at the label plus
-    :math:`\varepsilon w / C`, or :math:`w ((1-\varepsilon) t + \varepsilon / C)` for
-    probability targets), each counted row's loss has the gradient
-
-    .. math::
-
-        \frac{\partial \ell_i}{\partial u_{ij}} = \Big(\sum_c q_{ic}\Big) p_{ij} - q_{ij}
-            + 2 s\, \mathrm{lse}_i\, p_{ij},
-        \qquad \frac{\partial u}{\partial z} = 1 - (u / \mathrm{softcap})^2
-
-    (the last term only with ``z_loss=s``), scaled by the reduction: ``"mean"`` divides by
-    PyTorch's denominator (the z-loss term by the number of counted elements), ``"sum"``
-    by 1; ``"none"`` differentiates the sum of the per-element losses.  Ignored elements
-    get zero gradient rows; a ``-inf`` logit with zero target gets 0, never NaN.
-
-    Parameters
-    ----------
-    input, target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap
-        As :func:`cross_entropy` (``return_lse`` / ``return_z_loss`` are not offered here).
-    inplace : bool, default False
-        Write the gradient over ``input`` (a writable NumPy array or CPU tensor) and return
-        it: no second ``N x C`` array, the logits are gone afterwards.
-
-    Returns
-    -------
-    loss : ndarray or numpy scalar
-        As :func:`cross_entropy` returns it (float32 for 16-bit input).
-    grad : ndarray of ``input``'s shape and dtype
-        ``d loss / d input``; for float16/bfloat16 input computed in float32 and rounded.
-        A torch tensor in gives torch tensors out, a JAX array JAX arrays.
-
-    Examples
-    --------
-    >>> import numpy as np, xent
-    >>> logits = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
-    >>> loss, grad = xent.value_and_grad(logits, [0, 2])
-    >>> round(float(loss), 6)
-    0.669079
-    >>> grad.round(4)
-    array([[-0.1065,  0.0533,  0.0533],
-           [ 0.1667,  0.1667, -0.3333]])
-    """
-    reduction = _check_reduction(reduction)
-    smoothing = check_smoothing(label_smoothing)
-    ignore_index = check_ignore_class(ignore_index, "ignore_index")
-    opts = check_large_vocab(z_loss, softcap, False, False)
-    p = _Prepared(input, target, weight, ignore_index, smoothing, opts)
-    if inplace:
-        out_rows = inplace_rows(p, input)
-        loss, _, _ = forward_backward(p, reduction, opts, 1.0, out_rows)
-        torch = sys.modules.get("torch")
-        if torch is not None and isinstance(input, torch.Tensor):
-            torch.autograd.graph.increment_version(input)  # autograd sees the write
-        return loss, input
-    grad, g_rows = empty_grad(p.rows, p.batch_shape, p.dim)
-    loss, _, _ = forward_backward(p, reduction, opts, 1.0, g_rows)
-    if isinstance(input, np.ndarray) and input.dtype.itemsize == 2 and input.dtype.kind == "V":
-        grad = grad.view(input.dtype)  # ml_dtypes.bfloat16 in, ml_dtypes.bfloat16 out
-    return loss, grad

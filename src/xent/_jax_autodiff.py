@@ -32,30 +32,30 @@ def _jax_dtype(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
-def _call(kind, axis, opts, arrays):
-    from xent._optax_api import _Call
-
+def _call(make, axis, opts, arrays):
+    """The front end's validated call (``make``: ``_optax_api._Call.dense`` or ``.sparse``,
+    handed in so that this module does not import the front end that imports it)."""
     logits, labels = (to_numpy(a, name) for a, name in zip(arrays[:2], ("logits", "labels")))
     where = np.asarray(arrays[2]) if len(arrays) > 2 else None
-    return getattr(_Call, kind)(logits, labels, axis, where, opts)
+    return make(logits, labels, axis, where, opts)
 
 
-def _host_forward(kind, axis, opts, with_lse, *arrays):
+def _host_forward(make, axis, opts, with_lse, *arrays):
     """The optax front end on host arrays: its outputs, and with ``with_lse`` every row's
     log-sum-exp (saved for the backward pass)."""
-    call = _call(kind, axis, opts, arrays)
+    call = _call(make, axis, opts, arrays)
     out, lse = call.losses(keep_lse=True)
     outs = tuple(np.asarray(o) for o in out) if isinstance(out, tuple) else (np.asarray(out),)
     return outs + (lse.reshape(call.batch_shape),) if with_lse else outs
 
 
-def _host_backward(kind, axis, opts, ct_loss, ct_z, ct_lse, lse, *arrays):
+def _host_backward(make, axis, opts, ct_loss, ct_z, ct_lse, lse, *arrays):
     """The logits' gradient for the cotangents of the per-example losses, of the returned
     z-loss terms and of the returned log-sum-exp, from the saved log-sum-exp: one pass of
     the gradient kernel (computed in float32 or float64, rounded once to the logits' dtype)."""
     from xent._grad import empty_grad
 
-    call = _call(kind, axis, opts, arrays)
+    call = _call(make, axis, opts, arrays)
     n = call.rows.shape[0]
     keep = np.ones(n) if call.row_mask is None else call.row_mask.astype(np.float64)
     ct_loss = np.asarray(ct_loss, np.float64).reshape(-1)
@@ -83,7 +83,7 @@ def _unbroadcast(ct, shape):
     return ct.sum(axis=dims, keepdims=True) if dims else ct
 
 
-def per_example(kind, logits, labels, axis, where, opts):
+def per_example(kind, make, logits, labels, axis, where, opts):
     """``softmax_cross_entropy`` (``kind="dense"``) or the integer-labels loss (``"sparse"``)
     on JAX values being traced, differentiable with respect to the logits (and soft labels)."""
     logits = jnp.asarray(logits)
@@ -104,10 +104,10 @@ def per_example(kind, logits, labels, axis, where, opts):
 
     @jax.custom_vjp
     def loss_fn(*a):
-        return callback(functools.partial(_host_forward, kind, neg_ax, opts, False), out_types, *a)
+        return callback(functools.partial(_host_forward, make, neg_ax, opts, False), out_types, *a)
 
     def loss_fwd(*a):
-        host = functools.partial(_host_forward, kind, neg_ax, opts, True)
+        host = functools.partial(_host_forward, make, neg_ax, opts, True)
         got = callback(host, out_types + (lse_type,), *a)
         return got[:n_out], (got[n_out], a)
 
@@ -117,7 +117,7 @@ def per_example(kind, logits, labels, axis, where, opts):
         ct_loss = cts[0] if cts[0] is not None else zero
         ct_z = cts[1] if opts.return_z_loss else zero
         ct_lse = cts[-1] if opts.return_lse else zero
-        host = functools.partial(_host_backward, kind, neg_ax, opts)
+        host = functools.partial(_host_backward, make, neg_ax, opts)
         grad_type = jax.ShapeDtypeStruct(a[0].shape, a[0].dtype)
         d_logits = callback(host, grad_type, ct_loss, ct_z, ct_lse, lse, *a)
         d_labels = None

@@ -218,7 +218,7 @@ def softmax_cross_entropy(
     if _traced(logits, labels, where):
         from xent import _jax_autodiff
 
-        return _jax_autodiff.per_example("dense", logits, labels, axis, where, opts)
+        return _jax_autodiff.per_example("dense", _Call.dense, logits, labels, axis, where, opts)
     return _Call.dense(logits, labels, axis, where, opts).losses()
 
 
@@ -293,5 +293,5 @@ def softmax_cross_entropy_with_integer_labels(
     if _traced(logits, labels, where):
         from xent import _jax_autodiff
 
-        return _jax_autodiff.per_example("sparse", logits, labels, axis, where, opts)
+        return _jax_autodiff.per_example("sparse", _Call.sparse, logits, labels, axis, where, opts)
     return _Call.sparse(logits, labels, axis, where, opts).losses()

@@ -11,6 +11,7 @@ import numpy as np
 
 from xent import _dask, _engine
 from xent._frameworks import as_float64, dtype_name, is_bfloat16, returns_like_inputs
+from xent._grad import empty_grad, forward_backward, inplace_rows
 from xent._inputs import (
     as_array,
     as_class_weights,
@@ -531,3 +532,80 @@ def _dask_nll_loss(input, target, weight, ignore_index, reduction):
         combine=lambda s: rule.combine(s, dtype),
         dtype=dtype,
     )
+
+
+@returns_like_inputs
+def value_and_grad(
+    input,
+    target,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    *,
+    z_loss=0.0,
+    softcap=None,
+    inplace=False,
+):
+    r""":func:`cross_entropy` and its gradient with respect to ``input``, in one fused pass.
+
+    With :math:`p = \mathrm{softmax}(u)` of the (soft-capped) logits and :math:`q` the
+    row's effective target (:math:`w_y (1-\varepsilon)` at the label plus
+    :math:`\varepsilon w / C`, or :math:`w ((1-\varepsilon) t + \varepsilon / C)` for
+    probability targets), each counted row's loss has the gradient
+
+    .. math::
+
+        \frac{\partial \ell_i}{\partial u_{ij}} = \Big(\sum_c q_{ic}\Big) p_{ij} - q_{ij}
+            + 2 s\, \mathrm{lse}_i\, p_{ij},
+        \qquad \frac{\partial u}{\partial z} = 1 - (u / \mathrm{softcap})^2
+
+    (the last term only with ``z_loss=s``), scaled by the reduction: ``"mean"`` divides by
+    PyTorch's denominator (the z-loss term by the number of counted elements), ``"sum"``
+    by 1; ``"none"`` differentiates the sum of the per-element losses.  Ignored elements
+    get zero gradient rows; a ``-inf`` logit with zero target gets 0, never NaN.
+
+    Parameters
+    ----------
+    input, target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap
+        As :func:`cross_entropy` (``return_lse`` / ``return_z_loss`` are not offered here).
+    inplace : bool, default False
+        Write the gradient over ``input`` (a writable NumPy array or CPU tensor) and return
+        it: no second ``N x C`` array, the logits are gone afterwards.
+
+    Returns
+    -------
+    loss : ndarray or numpy scalar
+        As :func:`cross_entropy` returns it (float32 for 16-bit input).
+    grad : ndarray of ``input``'s shape and dtype
+        ``d loss / d input``; for float16/bfloat16 input computed in float32 and rounded.
+        A torch tensor in gives torch tensors out, a JAX array JAX arrays.
+
+    Examples
+    --------
+    >>> import numpy as np, xent
+    >>> logits = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    >>> loss, grad = xent.value_and_grad(logits, [0, 2])
+    >>> round(float(loss), 6)
+    0.669079
+    >>> grad.round(4)
+    array([[-0.1065,  0.0533,  0.0533],
+           [ 0.1667,  0.1667, -0.3333]])
+    """
+    reduction = _check_reduction(reduction)
+    smoothing = check_smoothing(label_smoothing)
+    ignore_index = check_ignore_class(ignore_index, "ignore_index")
+    opts = check_large_vocab(z_loss, softcap, False, False)
+    p = _Prepared(input, target, weight, ignore_index, smoothing, opts)
+    if inplace:
+        out_rows = inplace_rows(p, input)
+        loss, _, _ = forward_backward(p, reduction, opts, 1.0, out_rows)
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(input, torch.Tensor):
+            torch.autograd.graph.increment_version(input)  # autograd sees the write
+        return loss, input
+    grad, g_rows = empty_grad(p.rows, p.batch_shape, p.dim)
+    loss, _, _ = forward_backward(p, reduction, opts, 1.0, g_rows)
+    if isinstance(input, np.ndarray) and input.dtype.itemsize == 2 and input.dtype.kind == "V":
+        grad = grad.view(input.dtype)  # ml_dtypes.bfloat16 in, ml_dtypes.bfloat16 out
+    return loss, grad
