@@ -11,7 +11,7 @@ range (that row gets NaN), but the wrappers validate before calling them.
 from ._half import BFLOAT16_BITS, FLOAT16_BITS
 from ._serial import serial
 from .baseline import row_scale, row_sums
-from .evaluate import evaluate_dense, evaluate_sparse
+from .evaluate import evaluate_dense, evaluate_sparse, evaluation_sums
 from .grad import (
     dense_logits_grad,
     dense_short_rows_grad,
@@ -37,6 +37,7 @@ __all__ = [
     "dense_probs",
     "evaluate_dense",
     "evaluate_sparse",
+    "evaluation_sums",
     "probability_rows",
     "row_scale",
     "row_sums",

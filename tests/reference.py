@@ -345,3 +345,122 @@ def _metrics(loss, rank, w, sw, counted, top_k):
     }
     out["perplexity"] = np.exp(out["loss"])
     return out
+
+
+def evaluation_metrics(
+    y_true,
+    y_pred,
+    from_logits=False,
+    top_k=(1, 5),
+    sample_weight=None,
+    ignore_class=None,
+    dense=False,
+    n_bins=15,
+    ties="stable",
+    dtype=np.float64,
+):
+    """Every number of ``xent.evaluate`` by the textbook recipe, in float64: softmax (or
+    renormalised) probabilities, ranks from the scores under the tie policy (stable: a full
+    stable sort, NaN last), bins by ``floor(n_bins * max p)``, weighted means."""
+    out = evaluate(y_true, y_pred, from_logits, top_k, sample_weight, ignore_class, dense, dtype)
+    s = np.asarray(y_pred, dtype=np.float64)
+    c = s.shape[-1]
+    s = s.reshape(-1, c)
+    n = len(s)
+    if from_logits:
+        lse = np.log(np.sum(np.exp(s - s.max(1, keepdims=True)), 1)) + s.max(1)
+        p = np.exp(s - lse[:, None])
+    else:
+        total = s.sum(1)
+        lse = np.log(total)
+        p = s / total[:, None]
+    y = np.asarray(y_true)
+    if dense:
+        t = y.reshape(-1, c).astype(np.float64)
+        labels = np.argmax(t, axis=1)
+        counted = np.ones(n, bool)
+    else:
+        labels = y.reshape(-1).astype(np.int64)
+        counted = np.ones(n, bool) if ignore_class is None else labels != ignore_class
+        labels = np.where(counted, labels, 0)
+        t = one_hot(labels, c)
+    v = s[np.arange(n), labels][:, None]
+    if ties == "stable":
+        order = np.argsort(-s, axis=1, kind="stable")
+        rank = np.argmax(order == labels[:, None], axis=1)
+    elif ties == "optimistic":
+        rank = np.sum(s > v, axis=1)
+    else:
+        rank = np.sum(s >= v, axis=1) - 1
+    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64).reshape(-1)
+    w = np.where(counted, w, 0.0)
+    sw = w.sum()
+    hit = (rank == 0) & counted
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plogp = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+    entropy = -plogp.sum(1)
+    brier = np.sum((p - t) ** 2, 1) * (0.5 if c < 3 else 1.0)
+    conf = p.max(1)
+    b = np.minimum((conf * n_bins).astype(np.int64), n_bins - 1)
+    bw = np.bincount(b, w, n_bins)
+    bconf = np.bincount(b, w * conf, n_bins)
+    bhit = np.bincount(b, w * hit, n_bins)
+    filled = bw > 0
+    gap = np.abs(bhit - bconf) / np.where(filled, bw, 1.0)
+    class_w = np.bincount(labels, w, c)
+    class_hit = np.bincount(labels, w * hit, c)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        class_acc = class_hit / class_w
+    m = np.count_nonzero(counted)
+
+    def stderr(x):
+        mean = np.sum(w * x) / sw
+        return np.sqrt(m / (m - 1) * np.sum(w**2 * (x - mean) ** 2)) / sw
+
+    per_loss = np.where(counted, categorical_crossentropy(t, s, from_logits, dtype=dtype), 0.0)
+    out.update(
+        accuracy=np.sum(w * hit) / sw,
+        top_k_accuracy={k: np.sum(w * ((rank < k) & counted)) / sw for k in top_k},
+        ece=np.sum(bw / sw * gap),
+        rms_calibration_error=np.sqrt(np.sum(bw / sw * gap**2)),
+        max_calibration_error=np.max(gap[filled]),
+        brier=np.sum(w * brier) / sw,
+        entropy=np.sum(w * entropy) / sw,
+        mrr=np.sum(w / (rank + 1.0)) / sw,
+        class_accuracy=class_acc,
+        class_support=class_w,
+        macro_accuracy=np.mean(class_acc[class_w > 0]),
+        loss_stderr=stderr(per_loss),
+        accuracy_stderr=stderr(hit.astype(np.float64)),
+        top_k_accuracy_stderr={k: stderr(((rank < k) & counted).astype(np.float64)) for k in top_k},
+        confusion_matrix=np.bincount(
+            labels * c + np.argmax(s, axis=1), w, c * c
+        ).reshape(c, c),
+        per_row={
+            "loss": per_loss,
+            "lse": lse,
+            "rank": np.where(counted, rank, -1),
+            "argmax": np.where(counted, np.argmax(s, axis=1), -1),
+            "entropy": entropy,
+            "p_true": p[np.arange(n), labels],
+        },
+        counted=counted,
+    )
+    return out
+
+
+def sequence_metrics(y_true, y_pred, from_logits, mask=None, ignore_class=None):
+    """Per sequence of a ``(batch, time, C)`` input: ``sum log p(y)`` over counted tokens (the
+    mask's weights times Keras's per-token loss), their number, and whether every one of
+    them is the arg-max (lm-evaluation-harness's ``loglikelihood`` and ``is_greedy``)."""
+    s = np.asarray(y_pred, np.float64)
+    bsz, time, c = s.shape
+    y = np.asarray(y_true).reshape(bsz, time)
+    counted = np.ones((bsz, time), bool) if ignore_class is None else y != ignore_class
+    w = np.ones((bsz, time)) if mask is None else np.asarray(mask, np.float64)
+    counted &= w != 0
+    safe = np.where(counted, y, 0)
+    loss = categorical_crossentropy(one_hot(safe, c), s, from_logits).reshape(bsz, time)
+    logprob = -np.sum(np.where(counted, w * loss, 0.0), axis=1)
+    greedy = np.all(~counted | (np.argmax(s, axis=-1) == y), axis=1)
+    return logprob, counted.sum(1), greedy

@@ -18,6 +18,24 @@ from xent._threading import ensure_threading_layer, serial_only
 
 #: The label marking rows that do not count (ignored class / index), as the kernels read it.
 IGNORED = kernels.IGNORED
+#: The evaluation kernels' tie policies and the columns of their per-row statistics.
+EVAL_TIES = {
+    "stable": kernels.evaluate.TIES_STABLE,
+    "optimistic": kernels.evaluate.TIES_OPTIMISTIC,
+    "pessimistic": kernels.evaluate.TIES_PESSIMISTIC,
+}
+STAT_LSE, STAT_ENTROPY, STAT_PTRUE = (
+    kernels.evaluate.STAT_LSE,
+    kernels.evaluate.STAT_ENTROPY,
+    kernels.evaluate.STAT_PTRUE,
+)
+#: The slots of the evaluation sums' ``scalars`` (see :func:`evaluation_sums`), by name.
+EVAL_SUMS = {
+    name.lower(): getattr(kernels.evaluate, name)
+    for name in dir(kernels.evaluate)
+    if name.startswith("SUM_")
+}
+N_EVAL_SUMS = kernels.evaluate.N_SUMS
 
 #: Keras's ``backend.epsilon()``: the default clipping bound for probabilities, shared by the
 #: Keras front end and evaluation.
@@ -377,18 +395,52 @@ def probability_checks(rows):
     return sums, bad
 
 
-def evaluation_rows(kind, pred, second, *, from_logits, epsilon):
-    """Per-row loss and rank of the true class from the fused evaluation kernel.
+def evaluation_rows(kind, pred, second, *, from_logits, epsilon, ties=0, want_argmax=False):
+    """Per-row loss, rank of the true class, statistics and arg-max from the fused
+    evaluation kernel.
 
     ``kind`` is ``"sparse"`` (``second``: int64 labels, ``IGNORED`` rows give loss 0 and rank
     -1) or ``"dense"`` (``second``: target rows; the true class is each row's first arg-max).
-    Returns ``(loss of result_dtype(pred.dtype), rank int64)``.
+    ``ties`` is one of ``kernels.evaluate.TIES_*``.  Returns ``(loss of
+    result_dtype(pred.dtype), rank int64, stats float64 (N, N_STATS), argmax int64 or None,
+    true class int64)``; the columns of ``stats`` are ``kernels.evaluate.STAT_*``; the true
+    class is ``second`` itself for sparse labels.
     """
     ready()
     n = pred.shape[0]
     lo, hi = _clip_bounds(pred.dtype, epsilon)
     loss, rank = np.empty(n, result_dtype(pred.dtype)), np.empty(n, np.int64)
-    kernel = kernels.evaluate_sparse if kind == "sparse" else kernels.evaluate_dense
-    view = kernel_view(pred)
-    _kernel(kernel)(view, kernel_view(second), bool(from_logits), lo, hi, _NO_WEIGHTS, loss, rank)
-    return loss, rank
+    stats = np.empty((n, kernels.evaluate.N_STATS))
+    argmax = np.empty(n if want_argmax else 0, np.int64)
+    args = [bool(from_logits), lo, hi, _NO_WEIGHTS, int(ties), loss, rank, stats, argmax]
+    if kind == "sparse":
+        true = second
+        _kernel(kernels.evaluate_sparse)(kernel_view(pred), second, *args)
+    else:
+        true = np.empty(n, np.int64)
+        _kernel(kernels.evaluate_dense)(kernel_view(pred), kernel_view(second), *args, true)
+    return loss, rank, stats, (argmax if want_argmax else None), true
+
+
+_NO_INDICES = np.empty(0, np.int64)
+
+
+def evaluation_sums(loss, rank, stats, argmax, weight, true, ks, sums):
+    """Add one block's per-row evaluation outputs into ``sums`` (a dict of float64 arrays:
+    ``scalars`` (slots ``kernels.evaluate.SUM_*``), ``hits``, ``w2_hits``, ``bins``,
+    ``classes``, ``confusion``), serially in row order."""
+    kernels.evaluation_sums(
+        loss,
+        rank,
+        stats,
+        _NO_INDICES if argmax is None else argmax,
+        _NO_WEIGHTS if weight is None else np.ascontiguousarray(weight, np.float64),
+        true,
+        np.asarray(ks, np.int64),
+        sums["scalars"],
+        sums["hits"],
+        sums["w2_hits"],
+        sums["bins"],
+        sums["classes"],
+        sums["confusion"],
+    )
