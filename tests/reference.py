@@ -433,9 +433,7 @@ def evaluation_metrics(
         loss_stderr=stderr(per_loss),
         accuracy_stderr=stderr(hit.astype(np.float64)),
         top_k_accuracy_stderr={k: stderr(((rank < k) & counted).astype(np.float64)) for k in top_k},
-        confusion_matrix=np.bincount(
-            labels * c + np.argmax(s, axis=1), w, c * c
-        ).reshape(c, c),
+        confusion_matrix=np.bincount(labels * c + np.argmax(s, axis=1), w, c * c).reshape(c, c),
         per_row={
             "loss": per_loss,
             "lse": lse,

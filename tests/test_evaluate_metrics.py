@@ -248,3 +248,28 @@ def test_option_errors(kwargs, error, match):
 def test_confusion_refuses_too_many_classes():
     with pytest.raises(ValueError, match="confusion=True needs a C x C matrix; y_pred has 2,049"):
         xent.evaluate([0], np.zeros((1, 2049), np.float32), from_logits=True, confusion=True)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_dask_gives_the_in_memory_numbers(rng, dense):
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    z = rng.standard_normal((1_003, 12))
+    y = rng.integers(0, 12, 1_003)
+    labels = np.eye(12)[y] if dense else y
+    w = rng.random(1_003)
+    one = xent.evaluate(
+        labels, z, from_logits=True, sample_weight=w, confusion=True, ties="optimistic"
+    )
+    dz = da.from_array(z, chunks=((100, 403, 500), (12,)))
+    with dask.config.set(scheduler="synchronous"):
+        ev = xent.evaluate(
+            labels, dz, from_logits=True, sample_weight=w, confusion=True, ties="optimistic"
+        )
+    for name in SCALARS:
+        np.testing.assert_allclose(getattr(ev, name), getattr(one, name), rtol=1e-12, err_msg=name)
+    np.testing.assert_allclose(ev.class_accuracy, one.class_accuracy, rtol=1e-12)
+    np.testing.assert_allclose(ev.confusion_matrix, one.confusion_matrix, rtol=1e-12)
+    with pytest.raises(ValueError, match="per_row is not available for dask inputs"):
+        xent.evaluate(labels, dz, from_logits=True, per_row=True)
