@@ -294,8 +294,58 @@ def test_cli_help_lists_every_option():
         "--labels-key",
         "--ignore-class",
         "--dtype",
+        "--n-bins",
+        "--ties",
+        "--confusion",
+        "--per-row",
+        "--plot",
     ):
         assert opt in run.stdout
+
+
+def test_cli_new_numbers_per_row_file_and_plot(files):
+    """--json carries every number of the Evaluation; --per-row writes the per-row arrays;
+    --plot draws a PNG (matplotlib comes with the test extra)."""
+    d, z, y = files
+    want = xent.evaluate(y, z, from_logits=True, n_bins=10, ties="pessimistic", confusion=True)
+    run = _xent(
+        d / "z.npy",
+        d / "y.npy",
+        "--from-logits",
+        "--n-bins",
+        "10",
+        "--ties",
+        "pessimistic",
+        "--confusion",
+        "--per-row",
+        d / "rows.npz",
+        "--plot",
+        d / "report.png",
+        "--json",
+        "--no-progress",
+    )
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    for name in (
+        "ece",
+        "rms_calibration_error",
+        "max_calibration_error",
+        "brier",
+        "entropy",
+        "mrr",
+        "macro_accuracy",
+        "loss_stderr",
+        "accuracy_stderr",
+    ):
+        np.testing.assert_allclose(out[name], getattr(want, name), rtol=1e-12, err_msg=name)
+    np.testing.assert_array_equal(out["confusion_matrix"], want.confusion_matrix)
+    assert out["ties"] == "pessimistic" and out["per_row"] == str(d / "rows.npz")
+    with np.load(d / "rows.npz") as f:
+        assert f["loss"].shape == (3000,) and f["argmax"].tolist() == z.argmax(1).tolist()
+    png = (d / "report.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    run = _xent(d / "z.npy", d / "y.npy", "--from-logits", "--ties", "sideways")
+    assert run.returncode == 2 and "invalid choice: 'sideways'" in run.stderr
 
 
 # ------------------------------------------------------- what evaluation pipelines write

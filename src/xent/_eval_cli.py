@@ -8,6 +8,7 @@ through in row blocks.  Nothing is ever unpickled.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import struct
@@ -251,6 +252,40 @@ def add_parser(sub):
         help="read 2-byte void data (<V2, how np.save stores an ml_dtypes.bfloat16 array) "
         "in PREDICTIONS (and soft LABELS) as bfloat16",
     )
+    p.add_argument(
+        "--n-bins",
+        type=int,
+        default=15,
+        metavar="N",
+        help="equal-width confidence bins of the calibration errors (default: 15)",
+    )
+    p.add_argument(
+        "--ties",
+        choices=["stable", "optimistic", "pessimistic"],
+        default="stable",
+        help="how a class scoring the same as the true class ranks: after it if its index is "
+        "larger (stable, np.argsort's order; default), never ahead (optimistic, TensorFlow's "
+        "in_top_k) or always ahead (pessimistic)",
+    )
+    p.add_argument(
+        "--confusion",
+        action="store_true",
+        help="also the C x C confusion matrix (in --json; C <= 2048)",
+    )
+    p.add_argument(
+        "--per-row",
+        metavar="OUT.npz",
+        default=None,
+        help="write per-row loss, lse, rank, argmax, entropy and p_true to OUT.npz, block by "
+        "block through memory-mapped files (bounded memory for any size)",
+    )
+    p.add_argument(
+        "--plot",
+        metavar="REPORT.png",
+        default=None,
+        help="draw a reliability diagram and, for up to 50 classes, per-class accuracy "
+        "(needs matplotlib)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
@@ -271,8 +306,16 @@ def run(args) -> int:
             ignore_class=args.ignore_class,
             batch_size=args.batch_size,
             progress=not args.no_progress,
+            n_bins=args.n_bins,
+            ties=args.ties,
+            confusion=args.confusion,
+            per_row=False if args.per_row is None else args.per_row,
         )
-    except (CliError, ValueError, TypeError) as exc:
+        if args.plot:
+            from xent._eval_plot import plot_report
+
+            plot_report(ev, args.plot, f"{args.predictions} vs {args.labels}")
+    except (CliError, ValueError, TypeError, ImportError, OSError) as exc:
         msg = " ".join(str(exc).split())
         msg = msg.replace("y_true", f"LABELS ({args.labels})").replace(
             "y_pred", f"PREDICTIONS ({args.predictions})"
@@ -285,8 +328,11 @@ def run(args) -> int:
             "labels": args.labels,
             "shape": list(pred.shape),
             "dtype": dtype_name(pred.dtype),
-            **ev.to_dict(),
+            # the per-row arrays are in their file, not in the JSON
+            **dataclasses.replace(ev, per_row=None).to_dict(),
         }
+        if args.per_row:
+            out["per_row"] = args.per_row
         print(json.dumps(out, indent=2))
     else:
         print(
@@ -295,4 +341,11 @@ def run(args) -> int:
             f"{labels.shape} {labels.dtype}"
         )
         print(ev)
+        if args.confusion:
+            print("confusion matrix (rows: true class, columns: arg-max):")
+            print(np.array2string(ev.confusion_matrix, max_line_width=100, threshold=400))
+        if args.per_row:
+            print(f"per-row outputs: {args.per_row}")
+        if args.plot:
+            print(f"report: {args.plot}")
     return 0
