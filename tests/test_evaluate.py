@@ -170,7 +170,8 @@ def test_type_errors():
 
 def test_peak_memory_of_a_memory_mapped_file_is_bounded(tmp_path):
     """Evaluating a 256 MiB memory-mapped file in 4 MiB blocks keeps the process's own peak
-    resident memory far below the file size (pages are released block by block)."""
+    resident memory far below the file size (pages are released block by block), every
+    metric and the per-row outputs (written to a file) included."""
     path = tmp_path / "big.npy"
     n, c = 65_536, 1_024
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, c))
@@ -192,7 +193,8 @@ def test_peak_memory_of_a_memory_mapped_file_is_bounded(tmp_path):
         xent.evaluate(y[:10], z[:10], from_logits=True)  # compile first
         open("/proc/self/clear_refs", "w").write("5")
         before = status("VmRSS")
-        ev = xent.evaluate(y, z, from_logits=True, batch_size=1024)
+        ev = xent.evaluate(y, z, from_logits=True, batch_size=1024,
+                           per_row={str(tmp_path / "rows.npz")!r})
         print(status("VmHWM") - before, ev.count)
         """
     )
@@ -201,6 +203,8 @@ def test_peak_memory_of_a_memory_mapped_file_is_bounded(tmp_path):
     grown_kib, count = map(int, run.stdout.split())
     assert count == n
     assert grown_kib < 48 * 1024, f"peak RSS grew by {grown_kib} KiB on a 256 MiB file"
+    with np.load(tmp_path / "rows.npz") as f:
+        assert f["loss"].shape == (n,) and np.isfinite(f["entropy"]).all()
 
 
 # ------------------------------------------------------------------ xent eval
