@@ -160,10 +160,6 @@ class _Totals:
         ``argmax`` (or None), ``weight`` (or None), true class per row."""
         evaluation_sums(loss, rank, stats, argmax, weight, true, self.ks, self.parts)
 
-    def merge(self, other):
-        for name, v in other.parts.items():
-            self.parts[name] += v
-
     def as_vector(self):
         return np.concatenate([v.reshape(-1) for v in self.parts.values()])
 
@@ -400,6 +396,7 @@ class _PerRow:
             "entropy": float_dtype,
             "p_true": float_dtype,
         }
+        self.releases = {}
         if path is None:
             self.arrays = {k: np.empty(n, dtypes[k]) for k in PER_ROW_FIELDS}
             self.tmp = None
@@ -414,6 +411,9 @@ class _PerRow:
             )
             for k in PER_ROW_FIELDS
         }
+        # written pages of a shared file mapping stay in the page cache, dirty, when this
+        # process drops them: its resident set stays bounded by the block
+        self.releases = {k: PageRelease(v) for k, v in self.arrays.items()}
 
     def write(self, r0, loss, rank, stats, argmax):
         r1 = r0 + len(loss)
@@ -422,13 +422,10 @@ class _PerRow:
         a["lse"][r0:r1] = stats[:, STAT_LSE]
         a["rank"][r0:r1] = rank
         a["argmax"][r0:r1] = argmax
-        ent = stats[:, STAT_ENTROPY]
-        a["entropy"][r0:r1] = ent
+        a["entropy"][r0:r1] = stats[:, STAT_ENTROPY]
         a["p_true"][r0:r1] = stats[:, STAT_PTRUE]
-        if self.tmp is not None:  # written pages go to the file, not the resident set
-            for k in PER_ROW_FIELDS:
-                a[k].flush()
-                PageRelease(a[k]).release(a[k][r0:r1])
+        for k, release in self.releases.items():
+            release.release(a[k][r0:r1])
 
     def close(self, ok=True):
         if self.tmp is None:
@@ -439,7 +436,7 @@ class _PerRow:
         try:
             for v in self.arrays.values():
                 v.flush()
-            self.arrays = None
+            self.arrays = self.releases = None
             if ok:
                 with zipfile.ZipFile(self.path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
                     for k in PER_ROW_FIELDS:
