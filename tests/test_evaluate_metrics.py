@@ -273,3 +273,19 @@ def test_dask_gives_the_in_memory_numbers(rng, dense):
     np.testing.assert_allclose(ev.confusion_matrix, one.confusion_matrix, rtol=1e-12)
     with pytest.raises(ValueError, match="per_row is not available for dask inputs"):
         xent.evaluate(labels, dz, from_logits=True, per_row=True)
+
+
+@pytest.mark.parametrize("from_logits", [True, False])
+def test_bfloat16_predictions_equal_their_float32_values(rng, from_logits):
+    """bfloat16 is read natively: the same numbers as the float32 array of the same values."""
+    from xent._frameworks import as_bfloat16
+
+    z = _scores(rng, (300, 40), np.float32, from_logits, False)
+    bits = (z.view(np.uint32) >> 16).astype(np.uint16)  # truncated to bfloat16
+    same = (bits.astype(np.uint32) << 16).view(np.float32)
+    y = rng.integers(0, 40, 300)
+    ev = xent.evaluate(y, as_bfloat16(bits), from_logits=from_logits, per_row=True)
+    want = xent.evaluate(y, same, from_logits=from_logits, per_row=True)
+    for name in SCALARS:
+        np.testing.assert_allclose(getattr(ev, name), getattr(want, name), rtol=1e-6, err_msg=name)
+    np.testing.assert_array_equal(ev.per_row["rank"], want.per_row["rank"])

@@ -138,3 +138,20 @@ def test_sequences_equal_lm_eval_recipe():
     np.testing.assert_array_equal(ev.sequence_greedy, greedy)
     np.testing.assert_array_equal(ev.sequence_tokens, np.full(b, t - 3))
     assert greedy[1]
+
+
+def test_tied_scores_equal_torchmetrics_and_sklearn():
+    """Scores with many ties: the stable policy's accuracy, calibration and confusion matrix
+    are those of torchmetrics (whose arg-max takes the first maximum) and of scikit-learn on
+    ``np.argmax``."""
+    rng = np.random.default_rng(5)
+    z = rng.integers(0, 3, (3_000, 6)).astype(np.float32)
+    y = rng.integers(0, 6, 3_000)
+    p = torch.softmax(torch.from_numpy(z), -1)
+    yt = torch.from_numpy(y)
+    ev = xent.evaluate(y, z, from_logits=True, confusion=True)
+    np.testing.assert_allclose(ev.accuracy, float(tm.MulticlassAccuracy(6, average="micro")(p, yt)))
+    np.testing.assert_allclose(ev.accuracy, skm.accuracy_score(y, z.argmax(1)))
+    ece = tm.MulticlassCalibrationError(6, n_bins=15, norm="l1")(p, yt)
+    np.testing.assert_allclose(ev.ece, float(ece), rtol=1e-5)
+    np.testing.assert_array_equal(ev.confusion_matrix, skm.confusion_matrix(y, z.argmax(1)))
