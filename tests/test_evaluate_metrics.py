@@ -289,3 +289,14 @@ def test_bfloat16_predictions_equal_their_float32_values(rng, from_logits):
     for name in SCALARS:
         np.testing.assert_allclose(getattr(ev, name), getattr(want, name), rtol=1e-6, err_msg=name)
     np.testing.assert_array_equal(ev.per_row["rank"], want.per_row["rank"])
+
+
+def test_evaluations_compare_by_value(rng):
+    """Equal inputs give equal Evaluations (NaN bins and arrays included); others do not."""
+    z = rng.standard_normal((40, 5))
+    y = rng.integers(0, 5, 40)
+    a = xent.evaluate(y, z, from_logits=True, confusion=True)
+    assert a == xent.evaluate(y, z.copy(), from_logits=True, confusion=True)
+    assert np.isnan(a.calibration["accuracy"]).any()
+    assert a != xent.evaluate((y + 1) % 5, z, from_logits=True, confusion=True)
+    assert a != xent.evaluate(y, z, from_logits=True)  # no confusion matrix

@@ -47,7 +47,26 @@ CONFUSION_MAX_CLASSES = 2048
 PER_ROW_FIELDS = ("loss", "lse", "rank", "argmax", "entropy", "p_true")
 
 
-@dataclass(frozen=True)
+def _same(a, b) -> bool:
+    """Equality of two field values: arrays element by element, dicts by key, NaN equal to
+    NaN (an Evaluation holds NaN for what is undefined, and is still equal to itself)."""
+    if isinstance(a, dict) or isinstance(b, dict):
+        return (
+            isinstance(a, dict)
+            and isinstance(b, dict)
+            and a.keys() == b.keys()
+            and all(_same(a[k], b[k]) for k in a)
+        )
+    if a is None or b is None:
+        return a is b
+    if isinstance(a, (np.ndarray, float)) or isinstance(b, (np.ndarray, float)):
+        a, b = np.asarray(a), np.asarray(b)
+        nan_ok = a.dtype.kind == "f" and b.dtype.kind == "f"
+        return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=nan_ok))
+    return a == b
+
+
+@dataclass(frozen=True, eq=False)
 class Evaluation:
     """Metrics of one pass over a prediction set (all weighted by ``sample_weight``).
 
@@ -85,6 +104,13 @@ class Evaluation:
     sequence_logprob: np.ndarray | None = field(default=None, repr=False)
     sequence_tokens: np.ndarray | None = field(default=None, repr=False)
     sequence_greedy: np.ndarray | None = field(default=None, repr=False)
+
+    def __eq__(self, other):
+        if not isinstance(other, Evaluation):
+            return NotImplemented
+        return all(_same(getattr(self, f.name), getattr(other, f.name)) for f in fields(self))
+
+    __hash__ = None  # holds arrays: not hashable
 
     @property
     def expected_calibration_error(self) -> float:
