@@ -61,3 +61,16 @@ def per_thread_count(compute):
         with threads(n):
             out.append(compute())
     return out
+
+
+def scores(rng, shape, dtype, from_logits, ties):
+    """Logits (or softmax probabilities) for the evaluation tests; with ``ties`` few distinct
+    values, so that many classes tie and the tie policy decides ranks."""
+    if ties:
+        z = rng.integers(0, 4, shape).astype(np.float64)
+    else:
+        z = rng.standard_normal(shape) * 2
+    if not from_logits:
+        z = np.exp(z)
+        z /= z.sum(-1, keepdims=True)
+    return z.astype(dtype)

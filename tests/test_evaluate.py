@@ -12,6 +12,7 @@ import pytest
 import xent
 
 import reference as ref
+from helpers import scores
 from subproc import run_isolated
 
 
@@ -26,23 +27,12 @@ def _check(ev, want, rtol):
     np.testing.assert_allclose(ev.sum_weight, want["sum_weight"], rtol=1e-12)
 
 
-def _scores(rng, shape, dtype, from_logits, ties):
-    if ties:  # few distinct values: many ties, which the rank must break by index
-        z = rng.integers(0, 4, shape).astype(np.float64)
-    else:
-        z = rng.standard_normal(shape) * 2
-    if not from_logits:
-        z = np.exp(z)
-        z /= z.sum(-1, keepdims=True)
-    return z.astype(dtype)
-
-
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("from_logits", [True, False])
 @pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("c", [1, 3, 10, 257])
 def test_sparse_metrics_against_reference(rng, dtype, from_logits, ties, c):
-    z = _scores(rng, (300, c), dtype, from_logits, ties)
+    z = scores(rng, (300, c), dtype, from_logits, ties)
     y = rng.integers(0, c, 300)
     rtol = 1e-12 if dtype == np.float64 else 2e-5
     for weighted, ignore in [(False, None), (True, None), (True, 0), (False, c - 1)]:
@@ -68,7 +58,7 @@ def test_sparse_metrics_against_reference(rng, dtype, from_logits, ties, c):
 
 @pytest.mark.parametrize("from_logits", [True, False])
 def test_dense_labels_use_their_first_argmax(rng, from_logits):
-    z = _scores(rng, (200, 6), np.float64, from_logits, ties=True)
+    z = scores(rng, (200, 6), np.float64, from_logits, ties=True)
     t = rng.random((200, 6))
     t[:50] = np.eye(6)[rng.integers(0, 6, 50)]
     t[50:60, :2] = 1.0  # tied targets: the first counts

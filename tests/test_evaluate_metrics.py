@@ -11,6 +11,7 @@ import pytest
 import xent
 
 import reference as ref
+from helpers import scores
 
 SCALARS = (
     "loss",
@@ -25,17 +26,6 @@ SCALARS = (
     "loss_stderr",
     "accuracy_stderr",
 )
-
-
-def _scores(rng, shape, dtype, from_logits, ties):
-    if ties:  # few distinct values: many ties, which the tie policy decides
-        z = rng.integers(0, 4, shape).astype(np.float64)
-    else:
-        z = rng.standard_normal(shape) * 2
-    if not from_logits:
-        z = np.exp(z)
-        z /= z.sum(-1, keepdims=True)
-    return z.astype(dtype)
 
 
 def _check(ev, want, rtol, atol):
@@ -57,7 +47,7 @@ def _check(ev, want, rtol, atol):
 @pytest.mark.parametrize("tied_scores", [False, True])
 @pytest.mark.parametrize("c", [2, 3, 10, 257])
 def test_metrics_against_reference(rng, dtype, from_logits, ties, tied_scores, c):
-    z = _scores(rng, (400, c), dtype, from_logits, tied_scores)
+    z = scores(rng, (400, c), dtype, from_logits, tied_scores)
     y = rng.integers(0, c, 400)
     exact = dtype == np.float64
     rtol, atol = (1e-10, 1e-12) if exact else (2e-4, 2e-6)
@@ -103,7 +93,7 @@ def test_metrics_against_reference(rng, dtype, from_logits, ties, tied_scores, c
 @pytest.mark.parametrize("from_logits", [True, False])
 def test_dense_labels(rng, from_logits):
     """Soft label rows: Brier against the row itself, the true class its first arg-max."""
-    z = _scores(rng, (300, 7), np.float64, from_logits, False)
+    z = scores(rng, (300, 7), np.float64, from_logits, False)
     t = rng.random((300, 7))
     t /= t.sum(1, keepdims=True)
     ev = xent.evaluate(t, z, from_logits=from_logits, top_k=(1, 3), batch_size=50, per_row=True)
@@ -165,7 +155,7 @@ def test_stderr_is_the_textbook_one_without_weights(rng):
 @pytest.mark.parametrize("ties", ["stable", "optimistic"])
 @pytest.mark.parametrize("from_logits", [True, False])
 def test_sequences(rng, ties, from_logits):
-    z = _scores(rng, (6, 11, 5), np.float64, from_logits, True)
+    z = scores(rng, (6, 11, 5), np.float64, from_logits, True)
     y = rng.integers(0, 5, (6, 11))
     y[2] = np.argmax(z[2], -1)  # a greedy sequence
     y[4, :3] = -100  # ignored tokens
@@ -280,7 +270,7 @@ def test_bfloat16_predictions_equal_their_float32_values(rng, from_logits):
     """bfloat16 is read natively: the same numbers as the float32 array of the same values."""
     from xent._frameworks import as_bfloat16
 
-    z = _scores(rng, (300, 40), np.float32, from_logits, False)
+    z = scores(rng, (300, 40), np.float32, from_logits, False)
     bits = (z.view(np.uint32) >> 16).astype(np.uint16)  # truncated to bfloat16
     same = (bits.astype(np.uint32) << 16).view(np.float32)
     y = rng.integers(0, 40, 300)
