@@ -106,9 +106,7 @@ def torchmetrics_recipe():
             "macro_accuracy": tm.MulticlassAccuracy(c, average="macro")(p, yt),
             "ece": tm.MulticlassCalibrationError(c, n_bins=15, norm="l1")(p, yt),
             "rms_calibration_error": tm.MulticlassCalibrationError(c, n_bins=15, norm="l2")(p, yt),
-            "max_calibration_error": tm.MulticlassCalibrationError(c, n_bins=15, norm="max")(
-                p, yt
-            ),
+            "max_calibration_error": tm.MulticlassCalibrationError(c, n_bins=15, norm="max")(p, yt),
             "brier": brier,
             "entropy": -(p * logp).sum(1).mean(),
             "mrr": (1.0 / (rank + 1.0)).mean(),
