@@ -403,7 +403,7 @@ def evaluate_block(
         stats,
         argmax,
         None if weights is None else np.asarray(weights, np.float64),
-        np.where(rank >= 0, true, 0),
+        true,  # rows of rank -1 (ignored labels) are skipped before their class is read
     )
     return rows
 
