@@ -21,7 +21,7 @@ def test_loss(benchmark, bench_data, impl):
     fn = impl.make(data)
     if fn is None:
         pytest.skip(f"{impl.name} does not apply to {data.case.label}")
-    if impl.task != data.case.task:
+    if not impl.runs_on(data.case):
         pytest.skip(f"{impl.name} is not a {data.case.task} implementation")
     benchmark.group = data.case.label
     value = impl.checked(data, benchmark(fn))
@@ -34,7 +34,7 @@ def test_loss(benchmark, bench_data, impl):
             threads=numba.get_num_threads(),
             threading_layer=bench._threading_layer(),
         )
-    if impl.loss != "baseline":
+    if impl.loss not in (bench.BASELINE, bench.FLOOR):
         rtol = bench.tolerance(impl, data.case)
         ok = bool(np.isclose(value, expected, rtol=rtol, atol=1e-5))
         benchmark.extra_info["correct"] = ok

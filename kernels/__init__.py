@@ -10,7 +10,7 @@ range (that row gets NaN), but the wrappers validate before calling them.
 
 from ._half import BFLOAT16_BITS, FLOAT16_BITS
 from ._serial import serial
-from .baseline import row_scale, row_sums
+from .baseline import EXP_FLOOR_PIECE, exp_floor, row_scale, row_sums
 from .evaluate import evaluate_dense, evaluate_sparse, evaluation_sums
 from .grad import (
     dense_logits_grad,
@@ -39,6 +39,8 @@ __all__ = [
     "evaluate_sparse",
     "evaluation_sums",
     "probability_rows",
+    "EXP_FLOOR_PIECE",
+    "exp_floor",
     "row_scale",
     "row_sums",
     "serial",

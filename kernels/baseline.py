@@ -7,7 +7,10 @@ kernel can read its input faster than this reads the same array.
 import numpy as np
 from numba import njit, prange
 
+from ._config import ROW
 from ._half import narrow, widen
+from ._math import as_type_of, fast_exp2
+from .stream import LOG2E
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -31,4 +34,32 @@ def row_scale(x, out):
         dst = out[i]
         for j in range(row.shape[0]):
             dst[j] = narrow(widen(row[j]) * np.float32(0.5), dst)
+    return out
+
+
+#: Elements of the cache-resident piece the exp floor re-reads (16 KiB of float32: L1-sized).
+EXP_FLOOR_PIECE = 4096
+
+
+@njit(**ROW)
+def _piece_sum_exp2(piece, shift):
+    log2e = as_type_of(LOG2E, shift)
+    acc = as_type_of(0.0, shift)
+    for j in range(piece.shape[0]):
+        acc += fast_exp2((widen(piece[j]) - shift) * log2e)
+    return np.float64(acc)
+
+
+@njit(parallel=True, cache=True)
+def exp_floor(piece, repeats, out):
+    """The compute baseline: ``out[k] = sum 2**((piece - piece[0]) log2 e)`` for each of
+    ``repeats`` passes over one cache-resident ``piece`` (1-D), on all threads.
+
+    ``repeats * len(piece)`` exps with no memory traffic: the time any kernel that takes one
+    ``exp`` per element of an array of that many elements cannot beat with the package's
+    fastest ``exp`` (the same ``2**u`` and flags the streaming loops use).
+    """
+    shift = widen(piece[0])
+    for k in prange(repeats):
+        out[k] = _piece_sum_exp2(piece, shift)
     return out

@@ -18,7 +18,7 @@ def test_demo_prints_both_losses_on_the_keras_example():
     assert "mean: 1.1769392" in run.stdout
 
 
-def test_bench_runner_checks_every_result():
+def test_bench_runner_checks_every_result(tmp_path):
     cases = [
         bench.Case(3000, 10),
         bench.Case(300, 200, "float64", "probs"),
@@ -35,11 +35,62 @@ def test_bench_runner_checks_every_result():
     for entry in report["results"]:
         for r in entry["results"]:
             assert r["correct"], (entry["label"], r)
-            assert r["ms"] > 0 and r["gbps"] > 0
+            p = r["ms_percentiles"]
+            assert 0 < p["p20"] <= p["p50"] <= p["p80"] and r["samples"] >= 1
+            assert r["ms"] > 0 and (r["gbps"] > 0 or r["loss"] == bench.FLOOR)
     assert "xent sparse gather" in {r["impl"] for r in report["results"][1]["results"]}
+    _check_limits(report)
     table = bench.format_table(report)
     assert "| xent sparse |" in table and "sparse vs categorical" in table
+    assert "exp floor" in table and "binding" in table
     json.dumps(report)  # JSON-ready
+    _check_csv(report, tmp_path / "bench.csv")
+    bench.plot(report, str(tmp_path / "bench.png"))
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _check_limits(report):
+    """Every loss is put against the memory limit and, for logits, the exp floor measured in
+    the same run; the binding limit is the one that takes longer."""
+    m = report["machine"]
+    assert m["vector_bits"] in (128, 256, 512, None) and m["ghz"] > 0.1
+    for entry in report["results"]:
+        by = {r["impl"]: r for r in entry["results"]}
+        floor = by["exp floor"]
+        base = next(r for r in entry["results"] if r["loss"] == bench.BASELINE)
+        logits = entry["case"]["inputs"] == "logits"
+        for r in entry["results"]:
+            if r["loss"] in (bench.BASELINE, bench.FLOOR):
+                assert r["limit"] is None
+                continue
+            memory_ms = base["ms"] * r["bytes"] / base["bytes"]
+            want = max(memory_ms, floor["ms"]) if logits else memory_ms
+            assert r["pct_of_limit"] == pytest.approx(100 * want / r["ms"])
+            assert r["limit"] == ("exp" if logits and floor["ms"] > memory_ms else "memory")
+            assert (r["pct_of_exp_floor"] is None) == (not logits)
+
+
+def _check_csv(report, path):
+    import csv
+
+    bench.write_csv(report, str(path))
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == bench.CSV_FIELDS
+    keys = [(r["kernel"], r["implementation"], r["rows"], r["classes"], r["dtype"],
+             r["inputs"], r["metric"]) for r in rows]  # fmt: skip
+    assert len(keys) == len(set(keys))  # one row per (kernel, provider, shape, dtype, metric)
+    want = sum(len(e["results"]) for e in report["results"])
+    assert sum(r["metric"] == "time" for r in rows) == want
+    for r in rows:
+        assert float(r["p20"]) <= float(r["p50"]) <= float(r["p80"]), r
+    times = {(r["implementation"], r["rows"], r["classes"], r["dtype"], r["inputs"], r["task"]):
+             float(r["p50"]) for r in rows if r["metric"] == "time"}  # fmt: skip
+    for entry in report["results"]:
+        c = entry["case"]
+        for r in entry["results"]:
+            key = (r["impl"], str(c["rows"]), str(c["classes"]), c["dtype"], c["inputs"], c["task"])
+            assert times[key] == pytest.approx(r["ms_percentiles"]["p50"])
 
 
 @pytest.mark.slow
@@ -75,7 +126,7 @@ def test_bench_cli_json():
             assert {"row-sum baseline", "xent sparse", "xent categorical"} <= set(impls)
         for r in entry["results"]:
             assert r["correct"] is True and r["ms"] > 0, r
-            if r["loss"] != "baseline":
+            if r["loss"] not in (bench.BASELINE, bench.FLOOR):
                 # 1e-4 for xent; PyTorch and JAX return a 16-bit input's loss in 16 bits
                 rtol = bench.tolerance(by_name[r["impl"]], case)
                 assert abs(r["value"] - entry["expected"]) <= rtol * abs(entry["expected"]), r

@@ -73,6 +73,18 @@ def row_sums(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     return kernels.row_sums(kernel_view(x), out)
 
 
+def exp_floor(x: np.ndarray) -> Callable[[], float]:
+    """The compute baseline for ``x``: a no-argument callable that takes as many ``exp`` as
+    ``x`` has elements (at least), from a cache-resident piece of ``x`` re-read on all
+    threads, with the kernels' own vectorised ``2**u``; it returns a checksum."""
+    ready()
+    rows = -(-kernels.EXP_FLOOR_PIECE // max(1, x.shape[-1]))  # enough rows for one piece
+    piece = np.ascontiguousarray(kernel_view(x)[:rows].reshape(-1)[: kernels.EXP_FLOOR_PIECE])
+    repeats = max(1, -(-x.size // piece.shape[0]))
+    out = np.empty(repeats)
+    return lambda: float(kernels.exp_floor(piece, repeats, out)[0]) if x.size else 0.0
+
+
 def row_scale(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     """The gradient's bandwidth baseline: ``out = x / 2`` (reads ``x`` once, writes ``out``)."""
     ready()

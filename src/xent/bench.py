@@ -91,7 +91,7 @@ class Impl:
     make: Callable[[Data], Callable[[], float] | None]
     requires: str | None = None  # module that must be importable
     bytes_read: Callable[[Data], int] | None = None
-    task: str = "loss"  # the cases it runs on ("loss" or "grad")
+    task: str | None = "loss"  # the cases it runs on ("loss", "grad"; None: both)
     #: what is checked of a gradient implementation's result (outside the timing)
     summary: Callable[[Data, object], float] | None = None
     #: compiles for tens of seconds per shape (torch.compile): left out of ``--quick``
@@ -112,6 +112,9 @@ class Impl:
             return self.bytes_read(data)
         n = data.scores.nbytes * (2 if self.task == "grad" else 1)
         return n + (data.onehot.nbytes if self.loss == "dense" else data.labels.nbytes)
+
+    def runs_on(self, case: Case) -> bool:
+        return self.task is None or self.task == case.task
 
     def checked(self, data: Data, value) -> float:
         return value if self.summary is None else self.summary(data, value)
@@ -253,6 +256,12 @@ def _keras(data: Data, sparse: bool):
     return lambda: float(np.asarray(loss(target, data.scores)))
 
 
+def _exp_floor(data: Data):
+    from xent._engine import exp_floor
+
+    return exp_floor(data.scores)
+
+
 def _rowsum_baseline(data: Data):
     from xent._engine import row_sums
 
@@ -344,7 +353,7 @@ def _rw_baseline(data: Data):
 
 def _grad_impls() -> list[Impl]:
     out = [
-        Impl("read-write baseline", "baseline", _rw_baseline, task="grad",
+        Impl("read-write baseline", BASELINE, _rw_baseline, task="grad",
              bytes_read=lambda d: 2 * d.scores.nbytes),
     ]  # fmt: skip
     for sparse, kind, name in ((True, "sparse", "sparse"), (False, "dense", "categorical")):
@@ -365,8 +374,12 @@ def _grad_impls() -> list[Impl]:
     return out
 
 
+#: What the two limits are called in ``Impl.loss`` (not losses: no value is checked).
+BASELINE, FLOOR = "baseline", "floor"
+
 REGISTRY: list[Impl] = [
-    Impl("row-sum baseline", "baseline", _rowsum_baseline, bytes_read=lambda d: d.scores.nbytes),
+    Impl("row-sum baseline", BASELINE, _rowsum_baseline, bytes_read=lambda d: d.scores.nbytes),
+    Impl("exp floor", FLOOR, _exp_floor, bytes_read=lambda d: 0, task=None),
     Impl("xent sparse", "sparse", _xent_sparse),
     Impl("xent categorical", "dense", _xent_dense),
     Impl("xent sparse gather", "sparse", _xent_gather, bytes_read=_gather_bytes),
@@ -449,8 +462,9 @@ FULL = (
 )
 
 
-def time_call(fn: Callable[[], float], repeat: int, budget_s: float) -> tuple[float, float]:
-    """(median seconds, last value) over up to ``repeat`` calls after one warm-up call."""
+def time_call(fn: Callable[[], float], repeat: int, budget_s: float) -> tuple[list[float], float]:
+    """(seconds of each timed call, last value): up to ``repeat`` calls after one warm-up
+    call, fewer (at least 3) once ``budget_s`` is spent."""
     value = fn()
     times: list[float] = []
     start = time.perf_counter()
@@ -460,7 +474,17 @@ def time_call(fn: Callable[[], float], repeat: int, budget_s: float) -> tuple[fl
         times.append(time.perf_counter() - t0)
         if time.perf_counter() - start > budget_s and len(times) >= 3:
             break
-    return float(np.median(times)), value
+    return times, value
+
+
+#: The percentiles of every timing a report keeps (``p50`` is the median quoted everywhere).
+PERCENTILES = (20, 50, 80)
+
+
+def percentiles(times: list[float]) -> dict:
+    """``{"p20": ..., "p50": ..., "p80": ...}`` of ``times`` in milliseconds."""
+    ms = np.asarray(times) * 1e3
+    return {f"p{q}": float(np.percentile(ms, q)) for q in PERCENTILES}
 
 
 def peak_extra_mib(fn: Callable[[], float]) -> float:
@@ -542,17 +566,19 @@ def run(
         want = expected_mean(data)
         rows = []
         for impl in impls:
-            if impl.task != case.task:
+            if not impl.runs_on(case):
                 continue
             fn = impl.make(data)
             if fn is None:
                 continue
             if progress:
                 progress(f"[{k + 1}/{len(cases)}] {case.label}: {impl.name}")
-            seconds, value = time_call(fn, repeat, budget_s)
+            times, value = time_call(fn, repeat, budget_s)
+            seconds = float(np.median(times))
             value = impl.checked(data, value)
             rtol = tolerance(impl, case)
-            ok = impl.loss == "baseline" or bool(np.isclose(value, want, rtol=rtol, atol=1e-5))
+            limit = impl.loss in (BASELINE, FLOOR)
+            ok = limit or bool(np.isclose(value, want, rtol=rtol, atol=1e-5))
             nbytes = impl.nbytes(data)
             traced = impl.requires is None  # tracemalloc sees NumPy's allocations only
             rows.append(
@@ -560,16 +586,16 @@ def run(
                     impl=impl.name,
                     loss=impl.loss,
                     ms=seconds * 1e3,
+                    ms_percentiles=percentiles(times),
+                    samples=len(times),
                     bytes=nbytes,
                     gbps=nbytes / seconds / 1e9,
                     value=value,
                     correct=ok,
-                    peak_extra_mib=peak_extra_mib(fn) if traced else None,
+                    peak_extra_mib=peak_extra_mib(fn) if traced and not limit else None,
                 )
             )
-        base = next(r for r in rows if r["loss"] == "baseline")
-        for r in rows:
-            r["pct_of_baseline"] = 100.0 * r["gbps"] / base["gbps"]
+        add_limits(rows, case)
         results.append(
             dict(case=dataclasses.asdict(case), label=case.label, expected=want, results=rows)
         )
@@ -582,6 +608,89 @@ def run(
         results=results,
         startup=startup_times() if startup else None,
     )
+
+
+def add_limits(rows: list[dict], case: Case) -> None:
+    """Put each result against the two limits measured in the same run (see README,
+    "Benchmarks"): ``pct_of_baseline``, its speed as a percentage of the memory baseline's
+    (row sum, or read-write for a gradient) for the bytes it must move; ``pct_of_exp_floor``,
+    the exp floor's time over its own (logits only: one ``exp`` per element is the least a
+    loss of logits computes); ``limit``, the binding one (the larger time), and
+    ``pct_of_limit``, the fraction of it reached (100% = at the limit)."""
+    base = next(r for r in rows if r["loss"] == BASELINE)
+    floor = next((r for r in rows if r["loss"] == FLOOR), None)
+    for r in rows:
+        r["pct_of_baseline"] = 100.0 * r["gbps"] / base["gbps"] if r["bytes"] else None
+        memory_ms = base["ms"] * r["bytes"] / base["bytes"] if r["bytes"] else 0.0
+        exp_ms = floor["ms"] if floor is not None and case.inputs == "logits" else 0.0
+        r["pct_of_exp_floor"] = 100.0 * exp_ms / r["ms"] if exp_ms else None
+        if r["loss"] in (BASELINE, FLOOR):
+            r["limit"], r["pct_of_limit"] = None, None
+            continue
+        r["limit"] = "exp" if exp_ms > memory_ms else "memory"
+        r["pct_of_limit"] = 100.0 * max(exp_ms, memory_ms) / r["ms"]
+
+
+def provider(impl_name: str) -> str:
+    """Who implements a registry entry: its name's first word (xent, torch, jax, ...)."""
+    return impl_name.split()[0]
+
+
+CSV_FIELDS = (
+    "kernel", "provider", "implementation", "rows", "classes", "dtype", "inputs", "task",
+    "metric", "unit", "p20", "p50", "p80", "samples", "cpu", "threads",
+)  # fmt: skip
+
+
+def csv_rows(report: dict) -> list[dict]:
+    """One row per (kernel, provider, shape, dtype, metric) with p20/p50/p80: time in ms,
+    throughput in GB/s of the bytes the call must move, and the percentage of each limit
+    (from the result's own percentiles over the limits' medians)."""
+    out = []
+    cpu = report["machine"]["cpu"]
+    for entry in report["results"]:
+        case = entry["case"]
+        for r in entry["results"]:
+            pct = r["ms_percentiles"]
+            kernel = {BASELINE: "memory limit", FLOOR: "exp limit"}.get(r["loss"], r["loss"])
+            common = dict(
+                kernel=kernel + (" fwd+bwd" if case["task"] == "grad" else ""),
+                provider="limit" if r["loss"] in (BASELINE, FLOOR) else provider(r["impl"]),
+                implementation=r["impl"],
+                rows=case["rows"],
+                classes=case["classes"],
+                dtype=case["dtype"],
+                inputs=case["inputs"],
+                task=case["task"],
+                samples=r["samples"],
+                cpu=cpu,
+                threads=report["threads"],
+            )
+
+            def add(metric, unit, f, common=common, pct=pct):
+                # p20 of a rate comes from the p80 time (slower call, lower rate) and so on
+                lo, mid, hi = f(pct["p20"]), f(pct["p50"]), f(pct["p80"])
+                if f(1.0) > f(2.0):  # decreasing in time
+                    lo, hi = hi, lo
+                out.append(dict(common, metric=metric, unit=unit, p20=lo, p50=mid, p80=hi))
+
+            add("time", "ms", lambda ms: ms)
+            if r["bytes"]:
+                add("throughput", "GB/s", lambda ms, b=r["bytes"]: b / ms / 1e6)
+            if r.get("pct_of_baseline") is not None and r["loss"] != BASELINE:
+                add("pct_of_memory_limit", "%", lambda ms, p=r: p["pct_of_baseline"] * p["ms"] / ms)
+            if r.get("pct_of_exp_floor") is not None and r["loss"] != BASELINE:
+                add("pct_of_exp_limit", "%", lambda ms, p=r: p["pct_of_exp_floor"] * p["ms"] / ms)
+    return out
+
+
+def write_csv(report: dict, path: str) -> None:
+    import csv
+
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(csv_rows(report))
 
 
 def main(args) -> int:
@@ -599,6 +708,8 @@ def main(args) -> int:
     if args.output:
         with open(args.output, "w") as fh:
             json.dump(report, fh, indent=1)
+    if getattr(args, "csv", None):
+        write_csv(report, args.csv)
     if args.json:
         print(json.dumps(report, indent=1))
     else:

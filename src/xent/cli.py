@@ -83,7 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--full", action="store_true", help="all shapes, float32 and float64")
     bench.add_argument("--json", action="store_true", help="print the report as JSON")
     bench.add_argument("--output", metavar="FILE.json", help="also write the JSON report here")
-    bench.add_argument("--plot", metavar="FILE.png", help="draw a bar chart (needs matplotlib)")
+    bench.add_argument(
+        "--csv",
+        metavar="FILE.csv",
+        help="also write one row per (kernel, provider, shape, dtype, metric) with p20/p50/p80",
+    )
+    bench.add_argument(
+        "--plot", metavar="FILE.png", help="draw times against the limits (needs matplotlib)"
+    )
     bench.add_argument("--repeat", type=int, default=7, help="timed calls per entry (median)")
     bench.add_argument(
         "--budget",
