@@ -79,17 +79,47 @@ def sparse_probs(p, labels, smoothing, lo, hi, renormalize, out_loss):
         out_loss[i] = loss
 
 
+#: Targets are scanned in pieces of this many elements; without smoothing, the logs of a piece
+#: whose targets are all 0 are never taken (their terms are 0 whatever the log).
+TARGET_PIECE = 64
+
+
 @njit(**ROW)
-def _block_dense_probs(block, tblock, scale, total, lo, hi, keep, spread):
-    """``sum_c t'_c log q_c`` over a block, ``t' = keep * t + spread``; t' = 0 terms skipped;
-    ``q`` the renormalised, clipped row."""
+def _piece_dense_probs(block, tblock, scale, total, lo, hi, keep, spread):
+    """``sum_c t'_c log q_c`` over a piece, ``t' = keep * t + spread``; t' = 0 terms add 0
+    (never ``0 * log q``); ``q`` the renormalised, clipped row."""
     zero = as_type_of(0.0, lo)
     acc = zero
     for j in range(block.shape[0]):
         w = keep * as_type_of(widen(tblock[j]), lo) + spread
         lq = fast_log(clip(_renormalised(widen(block[j]), scale, total), lo, hi))
         acc += w * lq if w != zero else zero
-    return np.float64(acc)
+    return acc
+
+
+@njit(**ROW)
+def _count_nonzero(tblock):
+    """Targets of a piece that are not 0 (NaN counts): one vectorised compare-and-add."""
+    n = 0
+    for j in range(tblock.shape[0]):
+        n += 1 if widen(tblock[j]) != 0 else 0
+    return n
+
+
+@njit(**ROW)
+def _block_dense_probs(block, tblock, scale, total, lo, hi, keep, spread):
+    """``sum_c t'_c log q_c`` over a block (float64 result).  Without smoothing (``spread ==
+    0``) only pieces holding a non-zero target take their logs: one-hot and sparse soft targets
+    then cost a compare per element instead of a log (the log bound this loop before)."""
+    if spread != as_type_of(0.0, spread):
+        return np.float64(_piece_dense_probs(block, tblock, scale, total, lo, hi, keep, spread))
+    acc = 0.0
+    for q in range(0, block.shape[0], TARGET_PIECE):
+        tpiece = tblock[q : q + TARGET_PIECE]
+        if _count_nonzero(tpiece) != 0:
+            piece = block[q : q + TARGET_PIECE]
+            acc += _piece_dense_probs(piece, tpiece, scale, total, lo, hi, keep, spread)
+    return acc
 
 
 @njit(**SCALAR)
