@@ -9,7 +9,7 @@ CASES = bench.FULL if _FULL else bench.DEFAULT
 
 
 @pytest.fixture(
-    scope="module", params=CASES, ids=lambda c: f"{c.rows}x{c.classes}-{c.dtype}-{c.inputs}"
+    scope="module", params=CASES, ids=lambda c: c.label.replace(",", "").replace(" ", "-")
 )
 def bench_data(request):
     data = bench.Data.make(request.param)

@@ -158,3 +158,53 @@ def test_ignored_unsigned_labels_are_not_wrapped(dtype):
     assert got[0] == 0.0 and got[2] == 0.0
     ev = xent.evaluate(y, z, from_logits=True, ignore_class=0)
     assert ev.count == 2
+
+
+# Shapes that reach every sparse kernel family: short rows (turned blocks), per-row, probabilities.
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32])
+@pytest.mark.parametrize(
+    "shape, from_logits, smoothing",
+    [((700, 10), True, 0.0), ((300, 200), True, 0.1), ((300, 200), False, 0.0)],
+)
+def test_narrow_labels_are_read_as_they_are(dtype, shape, from_logits, smoothing):
+    """uint8/int16/int32 labels reach the kernels without an int64 copy and give the
+    reference losses (the float64 formulas, from int64 labels)."""
+    from xent._inputs import NATIVE_LABEL_DTYPES, as_labels
+
+    from reference import sparse_categorical_crossentropy as ref_sparse
+
+    rng = np.random.default_rng(5)
+    n, c = shape
+    z = rng.standard_normal(shape).astype(np.float32)
+    if not from_logits:
+        z = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    y = rng.integers(0, c, n).astype(dtype)
+    labels, valid = as_labels(y, (n,), c, axis=-1, native=True)
+    assert np.dtype(dtype) in NATIVE_LABEL_DTYPES and labels.dtype == dtype and valid is None
+    assert labels.base is y or labels is y  # no copy
+    got = xent.sparse_categorical_crossentropy(
+        y, z, from_logits=from_logits, label_smoothing=smoothing
+    )
+    want, _ = ref_sparse(
+        y.astype(np.int64), z.astype(np.float64), from_logits, label_smoothing=smoothing
+    )
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)
+    y_before = y.copy()
+    assert np.array_equal(
+        got,
+        xent.sparse_categorical_crossentropy(
+            y.astype(np.int64), z, from_logits=from_logits, label_smoothing=smoothing
+        ),
+    )
+    np.testing.assert_array_equal(y, y_before)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32])
+def test_narrow_labels_out_of_range_are_named(dtype):
+    z = np.zeros((3, 10), np.float32)
+    y = np.array([1, 200, 3], dtype)
+    with pytest.raises(ValueError, match=r"out-of-range label 200 at index 1"):
+        xent.sparse_categorical_crossentropy(y, z, from_logits=True)
+    if np.iinfo(dtype).min < 0:
+        with pytest.raises(ValueError, match=r"out-of-range label -3 at index 2"):
+            xent.sparse_categorical_crossentropy(np.array([1, 2, -3], dtype), z)

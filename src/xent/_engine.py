@@ -296,7 +296,9 @@ def _rows(kind, rows, second, options: RowOptions):
     loss, lse = np.empty(n, out), np.empty(n if want_lse else 0, out)
     entry = choose(kind, rows, options)
     kernel = entry.kernel if entry.fits is _long_rows else _kernel(entry.kernel)
-    entry.launch(kernel, kernel_view(rows), kernel_view(second), options, loss, lse)
+    # sparse labels are read as integers (any width), never as the bits of 16-bit floats
+    second = second if kind == "sparse" else kernel_view(second)
+    entry.launch(kernel, kernel_view(rows), second, options, loss, lse)
     return loss, (lse if want_lse else None)
 
 
@@ -304,7 +306,8 @@ def sparse_rows(rows, labels, options: RowOptions = RowOptions()):
     """Per-row sparse cross-entropy (and log-sum-exp of logits on request).
 
     ``rows``: float32/float64, or float16/bfloat16 read as they are, ``(N, C)``; ``labels``:
-    int64 ``(N,)`` validated, ``IGNORED`` for rows that give 0.  Returns ``(loss, lse)``,
+    ``(N,)`` validated, int64 (``IGNORED`` for rows that give 0) or one of the narrower
+    ``_inputs.NATIVE_LABEL_DTYPES``.  Returns ``(loss, lse)``,
     both of :func:`result_dtype`; ``lse`` is ``None`` unless ``options.want_lse``.
     """
     return _rows("sparse", rows, labels, options)

@@ -205,6 +205,12 @@ def _position(flat_index: int, shape: tuple) -> str:
     return f"index {tuple(int(i) for i in np.unravel_index(flat_index, shape))}"
 
 
+#: Label dtypes the sparse kernels read as they are (others become int64 first): the compact
+#: ones users hold (uint8 for datasets of up to 256 classes, int16, int32 from JAX/TensorFlow)
+#: and int64.  Each is one more compiled specialisation of each sparse kernel.
+NATIVE_LABEL_DTYPES = tuple(np.dtype(t) for t in (np.uint8, np.int16, np.int32, np.int64))
+
+
 def as_labels(
     y_true,
     batch_shape: tuple,
@@ -217,6 +223,7 @@ def as_labels(
     ignore_name: str = "ignore_class",
     integer_only: bool = False,
     row_offset: int | None = None,
+    native: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Validated integer labels as a flat int64 array, ignored entries set to ``IGNORED``.
 
@@ -228,7 +235,9 @@ def as_labels(
     out-of-range labels.  ``integer_only`` refuses floats (PyTorch and optax do);
     ``ignore_name`` is how the caller's API spells ``ignore_class`` in messages.
     ``row_offset``: the labels are one block of a longer input starting at that row, and
-    positions are reported as ``row <offset + i>`` of the whole input.
+    positions are reported as ``row <offset + i>`` of the whole input.  ``native``: labels of
+    a dtype in :data:`NATIVE_LABEL_DTYPES` with nothing ignored come back in their own dtype
+    (no int64 copy: the sparse kernels read them as they are).
     """
     y = as_array(y_true, name)
     kind = y.dtype.kind
@@ -285,14 +294,19 @@ def as_labels(
                 bad &= ~ignored
             if bad.any():
                 fail(bad, "the non-integral label")
-        # Range check: a cheap min/max first, the mask only when something is wrong.
+        # Range check: a cheap min/max first (neither where the dtype cannot hold an
+        # offending value), the mask only when something is wrong.
         check = flat if ignored is None else flat[~ignored]
-        if check.size and (check.min() < 0 or check.max() >= n_classes):
+        low = kind == "f" or np.iinfo(flat.dtype).min < 0
+        high = kind == "f" or np.iinfo(flat.dtype).max >= n_classes
+        if check.size and ((low and check.min() < 0) or (high and check.max() >= n_classes)):
             bad = (flat < 0) | (flat >= n_classes)
             if ignored is not None:
                 bad &= ~ignored
             fail(bad, "the out-of-range label")
-    if ignored is None:
+    if ignored is None and native and flat.dtype in NATIVE_LABEL_DTYPES:
+        labels = np.ascontiguousarray(flat)  # strided labels would compile one more layout
+    elif ignored is None:
         labels = flat.astype(np.int64, copy=flat.dtype != np.int64)
     else:
         # cast first: with an unsigned dtype, np.where would wrap IGNORED (-1) to 255 etc.

@@ -77,7 +77,7 @@ def _sparse(
     with large-vocabulary options, the packaged outputs instead of the losses."""
     _, rows, batch_shape, _, smoothing, eps = _prepare(y_pred, axis, label_smoothing, epsilon)
     labels, valid = as_labels(
-        y_true, batch_shape, rows.shape[1], axis=axis, ignore_class=ignore_class
+        y_true, batch_shape, rows.shape[1], axis=axis, ignore_class=ignore_class, native=True
     )
     loss, lse = _engine.sparse_rows(
         rows, labels, _row_options(from_logits, smoothing, eps, renormalize, opts)

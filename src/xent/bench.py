@@ -47,18 +47,20 @@ class Case:
     dtype: str = "float32"
     inputs: str = "logits"  # or "probs"
     task: str = "loss"  # or "grad": forward + backward (the loss and d loss / d logits)
+    labels: str = "int64"  # the integer labels' dtype (uint8: a dataset of up to 256 classes)
 
     @property
     def label(self) -> str:
         grad = " fwd+bwd" if self.task == "grad" else ""
-        return f"{self.rows:,}x{self.classes:,} {self.dtype} {self.inputs}{grad}"
+        labels = "" if self.labels == "int64" else f" {self.labels} labels"
+        return f"{self.rows:,}x{self.classes:,} {self.dtype} {self.inputs}{labels}{grad}"
 
 
 @dataclasses.dataclass
 class Data:
     case: Case
     scores: np.ndarray  # logits or probabilities, (N, C)
-    labels: np.ndarray  # int64 (N,)
+    labels: np.ndarray  # (N,) of the case's label dtype
     onehot: np.ndarray  # (N, C), scores' dtype
 
     @classmethod
@@ -73,7 +75,7 @@ class Data:
             z -= z.max(axis=1, keepdims=True)
             np.exp(z, out=z)
             z /= z.sum(axis=1, keepdims=True)
-        labels = rng.integers(0, case.classes, case.rows)
+        labels = rng.integers(0, case.classes, case.rows).astype(case.labels)
         onehot = np.zeros(z.shape, dtype)
         onehot[np.arange(case.rows), labels] = 1
         if bf16:
@@ -193,9 +195,13 @@ def _torch_sparse(data: Data):
 
     z = _torch_tensor(data.scores)
     y = torch.from_numpy(data.labels)
+    # PyTorch takes int64 class indices only: narrower labels are widened in the call, as a
+    # PyTorch user holding them must
+    to_long = (lambda t: t.long()) if y.dtype != torch.int64 else (lambda t: t)
     if data.case.inputs == "logits":
-        return lambda: float(torch.nn.functional.cross_entropy(z, y))
-    return lambda: float(torch.nn.functional.nll_loss(torch.log(z.clamp(1e-7, 1 - 1e-7)), y))
+        return lambda: float(torch.nn.functional.cross_entropy(z, to_long(y)))
+    log_z = lambda: torch.log(z.clamp(1e-7, 1 - 1e-7))  # noqa: E731
+    return lambda: float(torch.nn.functional.nll_loss(log_z(), to_long(y)))
 
 
 def _torch_dense(data: Data):
@@ -448,6 +454,7 @@ GRAD_CASES = [
 ]
 DEFAULT = [
     *_LOGITS_SHAPES,
+    Case(1_000_000, 10, labels="uint8"),  # fashion-mnist's shape and label dtype
     Case(100_000, 1_000, inputs="probs"),
     *(dataclasses.replace(c, dtype="bfloat16") for c in _LOGITS_SHAPES),
     Case(100_000, 1_000, "float16"),
