@@ -7,10 +7,8 @@ kernel can read its input faster than this reads the same array.
 import numpy as np
 from numba import njit, prange
 
-from ._config import ROW
 from ._half import narrow, widen
-from ._math import as_type_of, fast_exp2
-from .stream import LOG2E
+from .stream import _block_sum_exp2
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -41,15 +39,6 @@ def row_scale(x, out):
 EXP_FLOOR_PIECE = 4096
 
 
-@njit(**ROW)
-def _piece_sum_exp2(piece, shift):
-    log2e = as_type_of(LOG2E, shift)
-    acc = as_type_of(0.0, shift)
-    for j in range(piece.shape[0]):
-        acc += fast_exp2((widen(piece[j]) - shift) * log2e)
-    return np.float64(acc)
-
-
 @njit(parallel=True, cache=True)
 def exp_floor(piece, repeats, out):
     """The compute baseline: ``out[k] = sum 2**((piece - piece[0]) log2 e)`` for each of
@@ -61,5 +50,5 @@ def exp_floor(piece, repeats, out):
     """
     shift = widen(piece[0])
     for k in prange(repeats):
-        out[k] = _piece_sum_exp2(piece, shift)
+        out[k] = _block_sum_exp2(piece, shift)  # the streaming loops' own block sum
     return out
