@@ -8,7 +8,9 @@ do not count.  The kernels never read outside their arrays, even if handed a lab
 range (that row gets NaN), but the wrappers validate before calling them.
 """
 
+from ._config import ROW as ROW_OPTIONS
 from ._half import BFLOAT16_BITS, FLOAT16_BITS
+from ._math import fast_exp2
 from ._serial import serial
 from .baseline import EXP_FLOOR_PIECE, exp_floor, row_scale, row_sums
 from .evaluate import evaluate_dense, evaluate_sparse, evaluation_sums
@@ -40,6 +42,8 @@ __all__ = [
     "evaluation_sums",
     "probability_rows",
     "EXP_FLOOR_PIECE",
+    "ROW_OPTIONS",
+    "fast_exp2",
     "exp_floor",
     "row_scale",
     "row_sums",

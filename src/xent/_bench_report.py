@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from xent._engine import exp_vector_bits
+
 
 def _threading_layer() -> str:
     import numba
@@ -35,36 +37,6 @@ def _cpu_fields() -> dict:
     flags = set(fields.get("flags", "").split())
     out["isa"] = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw") if f in flags]
     return out
-
-
-def vector_width_bits() -> int | None:
-    """The vector width LLVM chose for the kernels' ``2**u`` loop on this CPU: a probe loop
-    of the same shape, compiled here (not cached), and the widest register its machine code
-    uses (512: zmm, 256: ymm, 128: xmm).  ``None`` off x86-64."""
-    import platform
-    import re
-
-    from numba import njit
-
-    from xent.kernels._config import ROW
-    from xent.kernels._math import fast_exp2
-
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return None
-
-    @njit(**{**ROW, "cache": False})
-    def probe(x):
-        acc = np.float32(0.0)
-        for j in range(x.shape[0]):
-            acc += fast_exp2(x[j])
-        return acc
-
-    probe(np.zeros(64, np.float32))
-    asm = "".join(probe.inspect_asm().values())
-    for bits, reg in ((512, "zmm"), (256, "ymm"), (128, "xmm")):
-        if re.search(rf"%{reg}\d", asm):
-            return bits
-    return None
 
 
 def clock_ghz() -> float:
@@ -102,7 +74,7 @@ def machine_info() -> dict:
     return dict(
         **_cpu_fields(),
         llvm_cpu=llvm.get_host_cpu_name(),
-        vector_bits=vector_width_bits(),
+        vector_bits=exp_vector_bits(),
         ghz=clock_ghz(),
         cores=os.cpu_count(),
         python=platform.python_version(),

@@ -85,6 +85,33 @@ def exp_floor(x: np.ndarray) -> Callable[[], float]:
     return lambda: float(kernels.exp_floor(piece, repeats, out)[0]) if x.size else 0.0
 
 
+def exp_vector_bits() -> int | None:
+    """The vector width LLVM chose for the kernels' ``2**u`` loop on this CPU: a probe loop of
+    the same shape and flags, compiled here (not cached), and the widest register its machine
+    code uses (512: zmm, 256: ymm, 128: xmm).  ``None`` off x86-64."""
+    import platform
+    import re
+
+    from numba import njit
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+
+    @njit(**{**kernels.ROW_OPTIONS, "cache": False})
+    def probe(x):
+        acc = np.float32(0.0)
+        for j in range(x.shape[0]):
+            acc += kernels.fast_exp2(x[j])
+        return acc
+
+    probe(np.zeros(64, np.float32))
+    asm = "".join(probe.inspect_asm().values())
+    for bits, reg in ((512, "zmm"), (256, "ymm"), (128, "xmm")):
+        if re.search(rf"%{reg}\d", asm):
+            return bits
+    return None
+
+
 def row_scale(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     """The gradient's bandwidth baseline: ``out = x / 2`` (reads ``x`` once, writes ``out``)."""
     ready()
