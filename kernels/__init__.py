@@ -8,9 +8,10 @@ do not count.  The kernels never read outside their arrays, even if handed a lab
 range (that row gets NaN), but the wrappers validate before calling them.
 """
 
-from ._config import ROW as ROW_OPTIONS
+# not kernels (kept out of __all__): the vector-width probe in _engine compiles with these
+from ._config import ROW as ROW_OPTIONS  # noqa: F401
 from ._half import BFLOAT16_BITS, FLOAT16_BITS
-from ._math import fast_exp2
+from ._math import fast_exp2  # noqa: F401
 from ._serial import serial
 from .baseline import EXP_FLOOR_PIECE, exp_floor, row_scale, row_sums
 from .evaluate import evaluate_dense, evaluate_sparse, evaluation_sums
@@ -42,8 +43,6 @@ __all__ = [
     "evaluation_sums",
     "probability_rows",
     "EXP_FLOOR_PIECE",
-    "ROW_OPTIONS",
-    "fast_exp2",
     "exp_floor",
     "row_scale",
     "row_sums",
