@@ -15,6 +15,7 @@ from .stream import (
     dense_row_finish,
     dense_row_sums,
     guess_shift,
+    row_lse_exact,
     row_lse_parts,
     row_max,
     sparse_guess,
@@ -102,7 +103,7 @@ def sparse_logits(z, labels, smoothing, class_weights, softcap, class_mask, out_
             if s <= ACCEPT:  # False for NaN
                 m, log_s = np.float64(guess), np.log(s)
             else:
-                m, log_s = row_lse_parts(row, guess)  # rejected: the exact path
+                m, log_s = row_lse_exact(row)  # rejected guess: the exact path
             out_loss[i] = sparse_row_loss(row, y, m, log_s, smoothing, class_weights)
             if keep_lse:
                 out_lse[i] = m + log_s

@@ -148,6 +148,13 @@ def row_lse_parts(row, guess):
     s = stream_sum_exp2(row, guess)
     if s <= ACCEPT:  # False for NaN
         return np.float64(guess), np.log(s)
+    return row_lse_exact(row)
+
+
+@njit(**ROW)
+def row_lse_exact(row):
+    """``(M, log s)`` by the exact two-pass path, ``M = max(row)`` (what a rejected guess
+    falls back to)."""
     m = row_max(row)
     log_s = np.log(row_sum_exp(row, m)) if m != -np.inf else np.nan
     return np.float64(m), log_s
