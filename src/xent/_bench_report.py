@@ -7,6 +7,10 @@ import numpy as np
 
 from xent._engine import exp_vector_bits
 
+#: What the two limits are called in a result's ``loss`` field (not losses: no value is checked).
+BASELINE, FLOOR = "baseline", "floor"
+LIMITS = (BASELINE, FLOOR)
+
 
 def _threading_layer() -> str:
     import numba
@@ -110,7 +114,7 @@ def speedups(entry: dict) -> dict:
     if "xent sparse gather" in by and "xent categorical" in by:
         out["gather vs categorical"] = by["xent categorical"]["ms"] / by["xent sparse gather"]["ms"]
     for r in entry["results"]:
-        if r["impl"].startswith("xent") or r["loss"] in ("baseline", "floor"):
+        if r["impl"].startswith("xent") or r["loss"] in LIMITS:
             continue
         mine = by.get(("xent sparse" if r["loss"] == "sparse" else "xent categorical") + suffix)
         if mine:
@@ -144,8 +148,8 @@ def format_table(report: dict) -> str:
         lines.append("")
         lines.append(f"### {entry['label']}")
         rows = entry["results"]
-        base = next((r for r in rows if r["loss"] == "baseline"), None)
-        floor = next((r for r in rows if r["loss"] == "floor"), None)
+        base = next((r for r in rows if r["loss"] == BASELINE), None)
+        floor = next((r for r in rows if r["loss"] == FLOOR), None)
         limits = []
         if base:
             limits.append(f"memory: {base['impl']} {base['ms']:.2f} ms ({base['gbps']:.1f} GB/s)")
@@ -162,7 +166,7 @@ def format_table(report: dict) -> str:
         )
         lines.append("|---|---:|---:|---:|---:|---:|---:|---:|:-:|")
         for r in rows:
-            if r["loss"] in ("baseline", "floor"):
+            if r["loss"] in LIMITS:
                 continue
             mib = r.get("peak_extra_mib")
             mib = "n/a" if mib is None else f"{mib:.1f}"
@@ -221,7 +225,7 @@ def plot(report: dict, path: str) -> None:
     entries = report["results"]
     cols = min(3, max(1, len(entries)))
     nrows = -(-len(entries) // cols)
-    heights = [sum(r["loss"] not in ("baseline", "floor") for r in e["results"]) for e in entries]
+    heights = [sum(r["loss"] not in LIMITS for r in e["results"]) for e in entries]
     fig, axes = plt.subplots(
         nrows,
         cols,
@@ -229,7 +233,7 @@ def plot(report: dict, path: str) -> None:
         squeeze=False,
     )
     for ax, entry in zip(axes.flat, entries):
-        rows = [r for r in entry["results"] if r["loss"] not in ("baseline", "floor")]
+        rows = [r for r in entry["results"] if r["loss"] not in LIMITS]
         rows.sort(key=lambda r: r["ms"], reverse=True)
         y = np.arange(len(rows))
         colours = [_COLOURS.get(r["impl"].split()[0], "tab:brown") for r in rows]
@@ -242,8 +246,8 @@ def plot(report: dict, path: str) -> None:
             if r.get("limit"):  # this bar's own binding limit (dense: both arrays' bytes)
                 at = r["ms"] * r["pct_of_limit"] / 100.0
                 ax.plot([at, at], [k - 0.4, k + 0.4], color="black", lw=1.5)
-        base = next((r for r in entry["results"] if r["loss"] == "baseline"), None)
-        floor = next((r for r in entry["results"] if r["loss"] == "floor"), None)
+        base = next((r for r in entry["results"] if r["loss"] == BASELINE), None)
+        floor = next((r for r in entry["results"] if r["loss"] == FLOOR), None)
         marks = []
         if base:
             ax.axvline(base["ms"], color="black", ls="--", lw=0.9)

@@ -17,7 +17,14 @@ from collections.abc import Callable
 import numpy as np
 
 import xent
-from xent._bench_report import _threading_layer, format_table, machine_info, plot
+from xent._bench_report import (
+    BASELINE,
+    FLOOR,
+    _threading_layer,
+    format_table,
+    machine_info,
+    plot,
+)
 from xent._frameworks import BFLOAT16
 
 #: 16-bit dtypes a case may have; NumPy holds bfloat16 as its bits (``BFLOAT16``).
@@ -379,9 +386,6 @@ def _grad_impls() -> list[Impl]:
         ]  # fmt: skip
     return out
 
-
-#: What the two limits are called in ``Impl.loss`` (not losses: no value is checked).
-BASELINE, FLOOR = "baseline", "floor"
 
 REGISTRY: list[Impl] = [
     Impl("row-sum baseline", BASELINE, _rowsum_baseline, bytes_read=lambda d: d.scores.nbytes),
