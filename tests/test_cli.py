@@ -133,3 +133,15 @@ def test_bench_cli_json():
         if case.dtype in bench.HALF_DTYPES:
             assert {"xent sparse float32", "xent categorical float32"} <= set(impls)
     assert report["startup"] is not None
+
+
+def test_bench_plot_without_matplotlib_fails_before_timing(monkeypatch, capsys):
+    """``--plot`` on an install without the ``bench`` extra: a one-line error and exit 2,
+    before any case is timed (the run itself would take minutes)."""
+    import argparse
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("timed before the check"))
+    args = argparse.Namespace(quick=True, full=False, plot="x.png", json=False)
+    assert bench.main(args) == 2
+    assert "needs matplotlib" in capsys.readouterr().err

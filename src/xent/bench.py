@@ -706,6 +706,15 @@ def write_csv(report: dict, path: str) -> None:
 
 def main(args) -> int:
     cases = QUICK if args.quick else FULL if args.full else DEFAULT
+    if args.plot:  # say so before minutes of timing, not after
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print(
+                "xent bench --plot needs matplotlib: pip install 'xent[bench]' (or matplotlib)",
+                file=sys.stderr,
+            )
+            return 2
 
     def progress(msg):
         if not args.json:
