@@ -12,7 +12,7 @@ from ._math import (
     fast_log1p,
 )
 from .rows import dense_row, row_chunks, sparse_row, weigh_targets
-from .stream import IGNORED, LOG2E
+from .stream import ACCEPT, IGNORED, LOG2E
 
 # ------------------------------------------------------------ many short rows
 # Per-row loops of a few elements cost more than their arithmetic (loop set-up, remainders,
@@ -201,13 +201,70 @@ def _sparse_short_losses(bz, labels, r0, nr, m, s, log_s, shift_sum, out_loss, r
     ``(log s + m) - z_y`` and cancel.
     """
     c = bz.shape[0]
+    count = 0
     for r in range(nr):
         y = labels[r0 + r]
         inside = (y >= 0) & (y < c)
         # float64 as in the options' loop, so asking for the lse does not move a loss by an ulp
         loss = np.float64(log_s[r]) + (np.float64(m[r]) - np.float64(bz[y if inside else 0, r]))
         out_loss[r0 + r] = loss if y != IGNORED else 0.0
-        redo[r] = not (_finite(s[r]) & _finite(shift_sum[r]) & (inside | (y == IGNORED)))
+        again = not (_finite(s[r]) & _finite(shift_sum[r]) & (inside | (y == IGNORED)))
+        redo[r] = again
+        count += again
+    return count
+
+
+@njit(**SCALAR)
+def _take_label_logits(bz, labels, r0, nr, shift, ties):
+    """``shift[r] = z[r, y_r]``, the label's logit (column 0 for a label outside the row),
+    which is then replaced by ``-inf`` in the turned block: its term ``exp(z_y - z_y) = 1``
+    leaves the sum exactly, so :func:`_turned_sum_exp_all` needs no per-element test
+    (measured 30% faster than counting ties); ``ties[r] = 1`` says one term is left out."""
+    c = bz.shape[0]
+    one = as_type_of(1.0, ties[0])
+    for r in range(nr):
+        y = labels[r0 + r]
+        k = y if (y >= 0) & (y < c) else 0
+        shift[r] = bz[k, r]
+        bz[k, r] = -np.inf
+        ties[r] = one
+
+
+@njit(**ROW)
+def _turned_sum_exp_all(bz, c, nr, shift, s):
+    """``s[r] = sum_j exp(z[r, j] - shift[r])`` over every term of a turned block."""
+    log2e = as_type_of(LOG2E, shift[0])
+    for r in range(nr):
+        s[r] = as_type_of(0.0, shift[0])
+    for j in range(c):
+        for r in range(nr):
+            s[r] += fast_exp2((bz[j, r] - shift[r]) * log2e)
+
+
+@njit(**SCALAR)
+def _sparse_label_losses(labels, r0, nr, c, zy, s, log_s, w, out_loss, out_lse):
+    """Sparse losses of a turned block summed relative to the label's logit ``zy``: the loss
+    is ``log1p(s')`` itself (times the class weight), the lse ``zy + log1p(s')``.  Returns
+    how many rows it cannot take: a sum above ``ACCEPT`` (a logit far above the label's) or
+    not finite, a label outside the row; an ignored row counts only when its lse is asked
+    for.  The kernel then redoes the whole block relative to the row maxima."""
+    weighted = w.shape[0] == c
+    keep_lse = out_lse.shape[0] > 0
+    count = 0
+    for r in range(nr):
+        y = labels[r0 + r]
+        ignored = y == IGNORED
+        inside = (y >= 0) & (y < c)
+        loss = np.float64(log_s[r])
+        if weighted:
+            loss *= w[y if inside else 0]
+        out_loss[r0 + r] = loss if not ignored else 0.0
+        if keep_lse:
+            out_lse[r0 + r] = np.float64(zy[r]) + np.float64(log_s[r])
+        # s <= ACCEPT is False for NaN; a +inf label logit leaves s finite but is not
+        fine = (s[r] <= ACCEPT) & _finite(zy[r]) & (inside | ignored)
+        count += not (fine | (ignored & (not keep_lse)))
+    return count
 
 
 @njit(**SCALAR)
@@ -258,9 +315,14 @@ def sparse_logits_short_rows(z, labels, smoothing, class_weights, out_loss, out_
     class weights and smoothing but no soft-cap or class mask (the engine sends those to
     :func:`sparse_logits`).
 
-    Per row from the turned block (see the section comment): ``lse - z_y =
-    log1p(s') + (m - z_y)``, both terms non-negative.  Rows with NaN or infinite
-    statistics, and labels outside the row (never read), go to the per-row code.
+    Without smoothing, the sums are taken relative to the label's logit, so ``lse - z_y =
+    log1p(s')`` with ``s' = sum_{j != y} exp(z_j - z_y)`` and no pass for the row maximum;
+    a block holding a row with ``s' > ACCEPT`` (a logit far above the label's; the same
+    bound as the guessed shifts of the per-row kernels), a non-finite sum or a label outside
+    the row is summed again as below.  With smoothing, per row from the turned block (see
+    the section comment): ``lse - z_y = log1p(s') + (m - z_y)``, both terms non-negative.
+    Rows with NaN or infinite statistics, and labels outside the row (never read), go to
+    the per-row code.
     """
     n, c = z.shape
     keep_lse = out_lse.shape[0] == n
@@ -284,10 +346,24 @@ def sparse_logits_short_rows(z, labels, smoothing, class_weights, out_loss, out_
             r0 = b * SHORT_BLOCK
             nr = min(SHORT_BLOCK, n - r0)
             _turn_block(z, r0, nr, like, bz, raw)
+            again = 1
+            if not smoothed:
+                # Shifting by the label's logit makes the loss log1p(s') and spares the
+                # pass for the row maximum; a block with a row it cannot take is redone
+                # relative to the maxima below.
+                _take_label_logits(bz, labels, r0, nr, m, ties)
+                _turned_sum_exp_all(bz, c, nr, m, s)
+                _log1p_into(s, ties, nr, log_s)
+                again = _sparse_label_losses(
+                    labels, r0, nr, c, m, s, log_s, class_weights, out_loss, out_lse
+                )
+                if again == 0:
+                    continue
+                _turn_block(z, r0, nr, like, bz, raw)  # the label's logits were taken out
             _turned_lse_parts(bz, c, nr, m, s, ties, log_s)
             if smoothed:
                 _turned_shift_sum(bz, c, nr, m, class_weights, shift_sum)
-            _sparse_short_losses(bz, labels, r0, nr, m, s, log_s, shift_sum, out_loss, redo)
+            again = _sparse_short_losses(bz, labels, r0, nr, m, s, log_s, shift_sum, out_loss, redo)
             if options:
                 _sparse_short_options(
                     bz,
@@ -303,6 +379,8 @@ def sparse_logits_short_rows(z, labels, smoothing, class_weights, out_loss, out_
                     out_loss,
                     out_lse,
                 )
+            if again == 0:
+                continue
             for r in range(nr):
                 if redo[r]:  # rare: NaN, inf, a label outside the row
                     i = r0 + r

@@ -160,6 +160,33 @@ def test_short_rows_are_exact_for_confident_rows():
     np.testing.assert_allclose(dense, want, rtol=3e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale", [1.0, 8.0, 30.0])
+def test_sparse_short_rows_relative_to_the_label_and_the_blocks_they_redo(dtype, scale):
+    # Without smoothing the sums are taken relative to the label's logit; a row with a
+    # logit more than log(ACCEPT) above it (a loss above ~16.6) sends its whole block back
+    # to the maxima.  Scale 1: every row is taken; 8: some blocks are redone; 30: most.
+    # Every row must match the reference.
+    rng = np.random.default_rng(int(scale))
+    n, c = 1000, 10
+    z = (rng.standard_normal((n, c)) * scale).astype(dtype)
+    labels = rng.integers(0, c, n)
+    labels[::97] = kernels.IGNORED
+    w = rng.uniform(0.5, 2.0, c)
+    z64 = z.astype(np.float64)
+    lse_want = np.logaddexp.reduce(z64, axis=1)
+    plain_want = np.where(labels >= 0, lse_want - z64[np.arange(n), labels], 0.0)
+    assert (plain_want > 17).any() == (scale > 1.0)
+    for weights, want in ((np.empty(0), plain_want), (w, plain_want * w[labels])):
+        got, lse = np.empty(n, dtype), np.empty(n, dtype)
+        kernels.sparse_logits_short_rows(z, labels, 0.0, weights, got, lse)
+        _same(got, np.where(labels >= 0, want, 0.0), dtype)
+        _same(lse, lse_want, dtype)
+        alone = np.empty(n, dtype)
+        kernels.sparse_logits_short_rows(z, labels, 0.0, weights, alone, np.empty(0, dtype))
+        np.testing.assert_array_equal(alone, got)  # asking for the lse moves no loss
+
+
 def test_short_rows_do_not_depend_on_thread_count():
     rng = np.random.default_rng(5)
     z = rng.standard_normal((20_000, 10)).astype(np.float32)
