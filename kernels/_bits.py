@@ -1,5 +1,6 @@
 """Bit-level intrinsics for the kernels: float/integer bit casts, order-preserving integer
-keys of floats (for vectorised max scans) and the software prefetch hint."""
+keys of floats (for vectorised max scans), the software prefetch hint and an in-register
+transposition of small tiles."""
 
 from numba import njit, types
 from numba.extending import intrinsic, overload
@@ -123,3 +124,75 @@ def _from_ordered_bits_impl(k, like):
     if like == types.float64:
         return lambda k, like: f64_from_bits(_ordered_bits_f64(f64_from_bits(k)))
     return None
+
+
+# ------------------------------------------------------------ in-register transposition
+#: Rows and columns of one :func:`turn_tile`: a 512-bit vector of float32 or float64.
+TILE_F32 = 16
+TILE_F64 = 8
+
+
+@intrinsic
+def turn_tile(typingctx, x, r0, j0, out, rr):
+    """``out[j0 + j, rr + i] = x[r0 + i, j0 + j]`` for ``i, j < W`` (``W`` = 16 float32, 8
+    float64): a ``W x W`` tile of a C-contiguous 2-D array transposed in registers.
+
+    Each row is read as one vector of ``W`` elements from ``x[r0 + i, j0]`` on, past the row's
+    end into the next row when ``j0 + W > C``; the transposed vectors are written whole, so
+    ``out`` needs ``j0 + W`` rows.  The caller keeps every read inside ``x`` (nothing here
+    checks).  Why: the column-by-column turn reads with strided gathers; this reads whole
+    rows and shuffles (log2 W rounds of swapping off-diagonal blocks), measured 2x faster
+    for C = 10 float32 on AMD EPYC Zen 4 and slower for rows shorter than about a third of
+    a vector (see ``short_rows``).
+    """
+    ok = (
+        isinstance(x, types.Array)
+        and x.ndim == 2
+        and x.layout == "C"
+        and x.dtype in (types.float32, types.float64)
+        and isinstance(out, types.Array)
+        and out.ndim == 2
+        and out.layout == "C"
+        and out.dtype == x.dtype
+        and all(isinstance(a, types.Integer) for a in (r0, j0, rr))
+    )
+    if not ok:
+        return None
+    width = TILE_F32 if x.dtype == types.float32 else TILE_F64
+
+    def codegen(context, builder, signature, args):
+        from llvmlite import ir
+        from numba.core import cgutils
+
+        src = context.make_array(signature.args[0])(context, builder, args[0])
+        dst = context.make_array(signature.args[3])(context, builder, args[3])
+        i64 = ir.IntType(64)
+        vector = ir.VectorType(context.get_value_type(signature.args[0].dtype), width)
+        lanes = ir.VectorType(ir.IntType(32), width)
+        _, c = cgutils.unpack_tuple(builder, src.shape, 2)
+        _, b = cgutils.unpack_tuple(builder, dst.shape, 2)
+        first, col, lane0 = (builder.sext(a, i64) for a in (args[1], args[2], args[4]))
+
+        def at(array, offset):
+            return builder.bitcast(builder.gep(array.data, [offset]), vector.as_pointer())
+
+        rows = []
+        for i in range(width):
+            start = builder.add(builder.mul(builder.add(first, ir.Constant(i64, i)), c), col)
+            rows.append(builder.load(at(src, start), align=1))
+        d = width // 2
+        while d >= 1:  # swap the off-diagonal d x d blocks of every 2d x 2d block
+            keep = [k if not k & d else width + k - d for k in range(width)]
+            take = [k + d if not k & d else width + k for k in range(width)]
+            for i in range(width):
+                if not i & d:
+                    a, z = rows[i], rows[i + d]
+                    rows[i] = builder.shuffle_vector(a, z, ir.Constant(lanes, keep))
+                    rows[i + d] = builder.shuffle_vector(a, z, ir.Constant(lanes, take))
+            d //= 2
+        for j in range(width):
+            start = builder.add(builder.mul(builder.add(col, ir.Constant(i64, j)), b), lane0)
+            builder.store(rows[j], at(dst, start), align=1)
+        return context.get_dummy_value()
+
+    return types.void(x, r0, j0, out, rr), codegen

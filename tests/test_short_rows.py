@@ -2,6 +2,12 @@
 kernels, which own the edge rules, and against the reference: every option, layout, block
 boundary and special row, so the turned-block arithmetic can never drift from the rest."""
 
+import contextlib
+import ctypes
+import gc
+import mmap
+import sys
+
 import numpy as np
 import pytest
 
@@ -187,6 +193,27 @@ def test_sparse_short_rows_relative_to_the_label_and_the_blocks_they_redo(dtype,
         np.testing.assert_array_equal(alone, got)  # asking for the lse moves no loss
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_short_row_result_depends_on_that_row_alone(dtype):
+    # A row the label-relative pass cannot take sends its block back to the maxima; the
+    # other rows of that block must keep their own results, bit for bit, as when the row is
+    # not there at all (and in any block position).
+    rng = np.random.default_rng(11)
+    z = (rng.standard_normal((150, 10)) * 3).astype(dtype)
+    labels = rng.integers(0, 10, 150)
+    z[[5, 70], labels[[5, 70]]] = -60.0  # losses near 60: above ACCEPT
+    keep = np.ones(150, bool)
+    keep[[5, 70]] = False
+    for weights in (np.empty(0), rng.uniform(0.5, 2.0, 10)):
+        full, full_lse = np.empty(150, dtype), np.empty(150, dtype)
+        kernels.sparse_logits_short_rows(z, labels, 0.0, weights, full, full_lse)
+        part, part_lse = np.empty(148, dtype), np.empty(148, dtype)
+        kernels.sparse_logits_short_rows(z[keep], labels[keep], 0.0, weights, part, part_lse)
+        np.testing.assert_array_equal(full[keep], part)
+        np.testing.assert_array_equal(full_lse[keep], part_lse)
+        assert (full[~keep] > 50).all()
+
+
 def test_short_rows_do_not_depend_on_thread_count():
     rng = np.random.default_rng(5)
     z = rng.standard_normal((20_000, 10)).astype(np.float32)
@@ -203,3 +230,53 @@ def test_short_rows_do_not_depend_on_thread_count():
     for a, b in results[1:]:
         np.testing.assert_array_equal(a, results[0][0])
         np.testing.assert_array_equal(b, results[0][1])
+
+
+@contextlib.contextmanager
+def _array_before_a_guard_page(shape, dtype):
+    """A C-contiguous array whose last byte is the last byte before a page the process
+    cannot read: any read past its end is a segmentation fault, not garbage."""
+    page = mmap.PAGESIZE
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    pages = -(-nbytes // page) + 1
+    region = mmap.mmap(-1, pages * page)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(region))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    guard = base + (pages - 1) * page
+    assert libc.mprotect(guard, page, 0) == 0  # PROT_NONE
+    try:
+        offset = (pages - 1) * page - nbytes
+        yield np.frombuffer(region, dtype, int(np.prod(shape)), offset).reshape(shape)
+    finally:
+        assert libc.mprotect(guard, page, mmap.PROT_READ | mmap.PROT_WRITE) == 0
+        gc.collect()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="mprotect through ctypes: Linux")
+@pytest.mark.parametrize(
+    "dtype, c", [(np.float32, c) for c in (5, 10, 16, 17, 48)] + [(np.float64, c) for c in (8, 24)]
+)
+def test_tiled_turn_reads_nothing_past_the_array(dtype, c):
+    # C-contiguous float rows are turned by whole-row vectors that reach past a row's end;
+    # the last tiles of the array must fall back to the column turn.  Row counts around
+    # multiples of the tile and block sizes put every kind of tail at the array's end.
+    rng = np.random.default_rng(c)
+    for n in (1, 15, 16, 17, 63, 64, 65, 80, 130):
+        values = rng.standard_normal((n, c)) * 3
+        labels = rng.integers(0, c, n)
+        want = np.logaddexp.reduce(values, axis=1) - values[np.arange(n), labels]
+        with (
+            _array_before_a_guard_page((n, c), dtype) as z,
+            _array_before_a_guard_page((n, c), dtype) as targets,
+        ):
+            z[:] = values
+            targets[:] = np.eye(c)[labels]
+            sparse, dense = np.empty(n, dtype), np.empty(n, dtype)
+            kernels.sparse_logits_short_rows(
+                z, labels, 0.0, np.empty(0), sparse, np.empty(0, dtype)
+            )
+            kernels.dense_logits_short_rows(z, targets, 0.0, np.empty(0), dense, np.empty(0, dtype))
+            del z, targets
+        _same(sparse, want, dtype)
+        _same(dense, want, dtype)
