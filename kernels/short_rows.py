@@ -418,8 +418,8 @@ def sparse_logits_short_rows(z, labels, smoothing, class_weights, out_loss, out_
             again = 1
             if not smoothed:
                 # Shifting by the label's logit makes the loss log1p(s') and spares the
-                # pass for the row maximum; a block with a row it cannot take is redone
-                # relative to the maxima below.
+                # pass for the row maximum; if a row cannot be taken, the block is summed
+                # again relative to its maxima below and the taken rows' results put back.
                 _take_label_logits(bz, labels, r0, nr, m, ties)
                 _turned_sum_exp_all(bz, c, nr, m, s)
                 _log1p_into(s, ties, nr, log_s)
