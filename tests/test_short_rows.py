@@ -4,7 +4,6 @@ boundary and special row, so the turned-block arithmetic can never drift from th
 
 import contextlib
 import ctypes
-import gc
 import mmap
 import sys
 
@@ -250,7 +249,6 @@ def _array_before_a_guard_page(shape, dtype):
         yield np.frombuffer(region, dtype, int(np.prod(shape)), offset).reshape(shape)
     finally:
         assert libc.mprotect(guard, page, mmap.PROT_READ | mmap.PROT_WRITE) == 0
-        gc.collect()
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="mprotect through ctypes: Linux")
