@@ -441,3 +441,17 @@ class _Exploit:
 
     def __reduce__(self):
         return (open, (self.path, "w"))
+
+
+def test_cli_plot_without_matplotlib_fails_before_evaluating(files, monkeypatch, capsys):
+    """``xent eval --plot`` on an install without matplotlib: one line, exit 2, and the
+    evaluation (minutes on a large file) never starts."""
+    from xent import cli
+
+    d, _, _ = files
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    monkeypatch.setattr(xent, "evaluate", lambda *a, **k: pytest.fail("evaluated first"))
+    code = cli.main(["eval", str(d / "z.npy"), str(d / "y.npy"), "--plot", str(d / "r.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and "xent eval --plot needs matplotlib" in err
+    assert len(err.strip().splitlines()) == 1 and not (d / "r.png").exists()

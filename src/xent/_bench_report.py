@@ -217,9 +217,9 @@ def plot(report: dict, path: str) -> None:
     """Time per implementation (log scale, shorter is faster) for each case, one panel per
     case, with the case's memory limit (row sum, dashed) and exp floor (dotted) as lines and
     each bar's own binding limit as a black tick; the CPU and threads in the title."""
-    import matplotlib
+    from xent._eval_plot import require_matplotlib
 
-    matplotlib.use("Agg")
+    require_matplotlib("xent bench")
     import matplotlib.pyplot as plt
 
     entries = report["results"]

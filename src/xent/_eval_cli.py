@@ -296,6 +296,10 @@ def run(args) -> int:
     import xent
 
     try:
+        if args.plot:  # before the evaluation, which may take minutes
+            from xent._eval_plot import require_matplotlib
+
+            require_matplotlib("xent eval")
         pred = load_array(args.predictions, args.pred_key, "pred", args.dtype)
         labels = load_array(args.labels, args.labels_key, "labels", args.dtype)
         ev = xent.evaluate(

@@ -9,17 +9,25 @@ import numpy as np
 MAX_CLASSES_DRAWN = 50
 
 
-def plot_report(ev, path: str, title: str = "") -> None:
-    """Write a PNG: confidence vs accuracy per bin (bars), the diagonal of perfect
-    calibration, the gap, the share of rows per bin beneath; per-class accuracy with the
-    support of each class when ``C <= 50``."""
+def require_matplotlib(command: str):
+    """The matplotlib module, set to draw into files, or an ``ImportError`` naming the
+    command and how to install it.  The CLIs call it before their work, so that a missing
+    plotting library is said at once, not after minutes of evaluation or timing."""
     try:
         import matplotlib
     except ImportError:
         raise ImportError(
-            "xent eval --plot needs matplotlib (pip install matplotlib, or the 'bench' extra)"
+            f"{command} --plot needs matplotlib: pip install 'xent[bench]' (or matplotlib)"
         ) from None
     matplotlib.use("Agg")
+    return matplotlib
+
+
+def plot_report(ev, path: str, title: str = "") -> None:
+    """Write a PNG: confidence vs accuracy per bin (bars), the diagonal of perfect
+    calibration, the gap, the share of rows per bin beneath; per-class accuracy with the
+    support of each class when ``C <= 50``."""
+    require_matplotlib("xent eval")
     import matplotlib.pyplot as plt
 
     cal = ev.calibration

@@ -707,13 +707,12 @@ def write_csv(report: dict, path: str) -> None:
 def main(args) -> int:
     cases = QUICK if args.quick else FULL if args.full else DEFAULT
     if args.plot:  # say so before minutes of timing, not after
+        from xent._eval_plot import require_matplotlib
+
         try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            print(
-                "xent bench --plot needs matplotlib: pip install 'xent[bench]' (or matplotlib)",
-                file=sys.stderr,
-            )
+            require_matplotlib("xent bench")
+        except ImportError as exc:
+            print(exc, file=sys.stderr)
             return 2
 
     def progress(msg):
