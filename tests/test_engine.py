@@ -1,6 +1,8 @@
 """The engine's capability table: each call goes to the kernel meant for it, and a kernel is
 never handed an option it does not implement."""
 
+import weakref
+
 import numpy as np
 import pytest
 
@@ -63,3 +65,60 @@ def test_options_need_logits_where_they_say_so():
     with pytest.raises(AssertionError, match="need logits"):
         RowOptions(from_logits=False, softcap=2.0)
     assert RowOptions(smoothing=0).smoothing == 0.0 and isinstance(RowOptions().epsilon, float)
+
+
+def _read_only(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda a: _read_only(a),
+        lambda a: _read_only(a)[::-1, ::-1],  # negative strides
+        lambda a: np.broadcast_to(a[:1], a.shape),  # zero stride
+        lambda a: _read_only(np.asfortranarray(a)),
+        lambda a: _read_only(a)[:0],
+    ],
+    ids=["C", "reversed", "broadcast", "F", "empty"],
+)
+def test_writable_alias_is_the_same_memory(make):
+    a = make(np.arange(60, dtype=np.float32).reshape(6, 10))
+    alias = _engine.writable_alias(a)
+    assert alias.flags.writeable and not a.flags.writeable
+    assert alias.shape == a.shape and alias.dtype == a.dtype
+    np.testing.assert_array_equal(alias, a)
+    if a.size:
+        assert alias.strides == a.strides
+        assert alias.__array_interface__["data"][0] == a.__array_interface__["data"][0]
+        assert alias.flags.c_contiguous == a.flags.c_contiguous
+        assert alias.flags.f_contiguous == a.flags.f_contiguous
+
+
+def test_writable_alias_keeps_its_source_alive():
+    source = _read_only(np.arange(1000.0))
+    alive = weakref.ref(source)
+    alias = _engine.writable_alias(source)
+    del source
+    assert alive() is not None  # the alias holds it
+    np.testing.assert_array_equal(alias, np.arange(1000.0))
+    del alias
+    assert alive() is None  # and nothing else does
+
+
+@pytest.mark.parametrize("kind", ["sparse", "dense"])
+def test_read_only_input_runs_the_build_of_writable_input(kind):
+    """A read-only input (JAX arrays, broadcasts, memory maps) runs the machine code compiled
+    for writable input of the same layout: no second compilation, the same bits."""
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((300, 12)).astype(np.float32)
+    second = rng.integers(0, 12, 300) if kind == "sparse" else rng.random((300, 12))
+    run = _engine.sparse_rows if kind == "sparse" else _engine.dense_rows
+    kernel = _engine._kernel(choose(kind, z, RowOptions()).kernel)
+    want, _ = run(z, second)
+    compiled = len(kernel.signatures)
+    got, _ = run(_read_only(z), _read_only(second))
+    assert len(kernel.signatures) == compiled
+    np.testing.assert_array_equal(got, want)

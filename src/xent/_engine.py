@@ -6,6 +6,7 @@ rewritten for speed without touching any front end.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -134,14 +135,36 @@ def kernel_view(arr: np.ndarray) -> np.ndarray:
     """``arr`` as the kernels read it: 16-bit floats as a view of their bits (float16 as
     uint16, bfloat16 as int16: ``kernels/_half.py``), anything else unchanged, never copied;
     except that dense targets of dtype int16/uint16, which the kernels would take for 16-bit
-    floats, become int32 (a copy, for that rare target dtype only)."""
+    floats, become int32 (a copy, for that rare target dtype only).  Read-only arrays are
+    passed as :func:`writable_alias`."""
     if arr.dtype == np.float16:
-        return arr.view(kernels.FLOAT16_BITS)
-    if arr.dtype.itemsize == 2 and arr.dtype.kind == "V":  # BFLOAT16 or ml_dtypes.bfloat16
-        return arr.view(kernels.BFLOAT16_BITS)
-    if arr.dtype in (np.int16, np.uint16):
+        arr = arr.view(kernels.FLOAT16_BITS)
+    elif arr.dtype.itemsize == 2 and arr.dtype.kind == "V":  # BFLOAT16 or ml_dtypes.bfloat16
+        arr = arr.view(kernels.BFLOAT16_BITS)
+    elif arr.dtype in (np.int16, np.uint16):
         return arr.astype(np.int32)
-    return arr
+    return writable_alias(arr)
+
+
+def writable_alias(arr: np.ndarray) -> np.ndarray:
+    """``arr`` itself, or for a read-only ``arr`` a writable array over the same memory (no
+    copy; it keeps ``arr`` alive).
+
+    Numba types a read-only array apart from a writable one, so each kernel would be compiled
+    a second time for read-only input (JAX arrays seen through NumPy, memory maps opened
+    ``'r'``, broadcasts), seconds per kernel on a user's first call.  Kernels never write
+    their inputs (the tests check every input byte for byte), so the flag tells them nothing.
+    """
+    if arr.flags.writeable:
+        return arr
+    if arr.size == 0:
+        return np.empty(arr.shape, arr.dtype)
+    steps = list(zip(arr.shape, arr.strides))
+    low = sum(stride * (n - 1) for n, stride in steps if stride < 0)
+    high = sum(stride * (n - 1) for n, stride in steps if stride > 0) + arr.itemsize
+    memory = (ctypes.c_char * (high - low)).from_address(arr.ctypes.data + low)
+    memory.source = arr  # the alias holds ``memory``, ``memory`` holds ``arr``
+    return np.ndarray(arr.shape, arr.dtype, buffer=memory, offset=-low, strides=arr.strides)
 
 
 def _clip_bounds(dtype, epsilon: float):
@@ -324,7 +347,7 @@ def _rows(kind, rows, second, options: RowOptions):
     entry = choose(kind, rows, options)
     kernel = entry.kernel if entry.fits is _long_rows else _kernel(entry.kernel)
     # sparse labels are read as integers (any width), never as the bits of 16-bit floats
-    second = second if kind == "sparse" else kernel_view(second)
+    second = writable_alias(second) if kind == "sparse" else kernel_view(second)
     entry.launch(kernel, kernel_view(rows), second, options, loss, lse)
     return loss, (lse if want_lse else None)
 
@@ -457,7 +480,7 @@ def evaluation_rows(kind, pred, second, *, from_logits, epsilon, ties=0, want_ar
     args = [bool(from_logits), lo, hi, _NO_WEIGHTS, int(ties), loss, rank, stats, argmax]
     if kind == "sparse":
         true = second
-        _kernel(kernels.evaluate_sparse)(kernel_view(pred), second, *args)
+        _kernel(kernels.evaluate_sparse)(kernel_view(pred), writable_alias(second), *args)
     else:
         true = np.empty(n, np.int64)
         _kernel(kernels.evaluate_dense)(kernel_view(pred), kernel_view(second), *args, true)
