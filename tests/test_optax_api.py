@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import xent
+from xent import _engine
 
 import reference as ref
 from helpers import tolerances
@@ -82,6 +83,31 @@ def test_broadcast_labels_are_not_copied(rng):
     np.testing.assert_allclose(
         got, ref.optax_softmax_cross_entropy(z, np.broadcast_to(uniform, z.shape)), rtol=1e-12
     )
+
+
+@pytest.mark.parametrize("label_dtype", ["uint8", "int8", "int16", "uint16", "int32", "int64"])
+@pytest.mark.parametrize("c", [10, 300])  # short rows and the per-row kernels
+def test_integer_label_dtypes_give_the_reference(rng, label_dtype, c, monkeypatch):
+    """JAX's int32 labels (and uint8/int16) reach the kernels as they are, the others as
+    int64: each gives the reference, with and without a class mask."""
+    seen = []
+
+    def sparse_rows(rows, labels, options):
+        seen.append(labels.dtype)
+        return run(rows, labels, options)
+
+    run = _engine.sparse_rows
+    monkeypatch.setattr(_engine, "sparse_rows", sparse_rows)
+    native = label_dtype in ("uint8", "int16", "int32", "int64")
+    z = (rng.standard_normal((257, c)) * 3).astype(np.float32)
+    y = rng.integers(0, min(c, 120), 257)
+    mask = rng.random((257, c)) < 0.8
+    mask[np.arange(257), y] = True
+    for where in (None, mask):
+        got = xent.softmax_cross_entropy_with_integer_labels(z, y.astype(label_dtype), where=where)
+        want = ref.optax_softmax_cross_entropy(z, np.eye(c)[y], where=where)
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6)
+    assert seen == [np.dtype(label_dtype if native else "int64")] * 2
 
 
 def test_minus_inf_with_zero_label_is_not_nan():

@@ -114,6 +114,7 @@ class _Call:
             name="labels",
             pred_name="logits",
             integer_only=True,
+            native=True,  # JAX's int32 labels read as they are, no int64 copy
         )
         row_mask, class_rows = _where(where, z, ax)
         if class_rows is not None:
