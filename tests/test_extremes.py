@@ -1,5 +1,7 @@
 """Edge values: -inf and huge logits, zero and one probabilities, NaN rows."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -257,3 +259,21 @@ def test_probability_row_with_subnormal_sum(smoothing):
     np.testing.assert_allclose(got, want, rtol=1e-5)
     got_sparse = xent.sparse_categorical_crossentropy([0, 0], p, label_smoothing=smoothing)
     np.testing.assert_allclose(got_sparse, want, rtol=1e-5)
+
+
+def test_a_total_above_float32s_largest_value_is_inf_without_a_warning():
+    """Two float32 losses of 3e38 sum to more than float32 holds: the sum is inf (the
+    correctly rounded total), the mean is finite, and NumPy's overflow warning stays inside."""
+    z = np.array([[0.0, 3e38], [3e38, 0.0]], np.float32)
+    y = np.array([0, 1])
+    want = reference.sparse_categorical_crossentropy(y, z, True, dtype=np.float32)[0]
+    np.testing.assert_allclose(want, [3e38, 3e38], rtol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        keras_sum = xent.SparseCategoricalCrossentropy(True, reduction="sum")(y, z)
+        keras_mean = xent.SparseCategoricalCrossentropy(True)(y, z)
+        torch_sum = xent.cross_entropy(z, y, reduction="sum")
+        torch_mean = xent.cross_entropy(z, y)
+    assert keras_sum == np.inf and torch_sum == np.inf
+    assert keras_sum.dtype == torch_sum.dtype == np.float32
+    np.testing.assert_allclose([keras_mean, torch_mean], [3e38, 3e38], rtol=1e-6)

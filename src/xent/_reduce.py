@@ -60,13 +60,25 @@ class KerasReduction:
         return np.array([total, count, weight_sum], np.float64)
 
     def combine(self, sums, dtype):
-        out = np.dtype(dtype).type
+        out = _rounded_to(dtype)
         total, count, weight_sum = (float(v) for v in sums)
         if self.reduction == "sum":
             return out(total)
         use_weights = self.reduction == "mean_with_sample_weight" and self.weighted
         divisor = weight_sum if use_weights else count
         return out(total / divisor) if divisor != 0.0 else out(0.0)
+
+
+def _rounded_to(dtype):
+    """A float64 result rounded to ``dtype``; a value above its largest is inf, without
+    NumPy's overflow warning (the loss itself is that large: frameworks return inf too)."""
+    scalar = np.dtype(dtype).type
+
+    def out(value):
+        with np.errstate(over="ignore"):
+            return scalar(value)
+
+    return out
 
 
 def keras_reduce(losses: np.ndarray, sample_weight, valid, reduction, dtype):
@@ -106,7 +118,7 @@ class TorchReduction:
 
     def combine(self, sums, dtype, *, z_only=False):
         """The reduced loss (z-loss included), or with ``z_only`` its z-loss term alone."""
-        out = np.dtype(dtype).type
+        out = _rounded_to(dtype)
         total, divisor, z_sum, count = (np.float64(v) for v in sums)
         if self.reduction == "sum":
             return out(z_sum) if z_only else out(total + z_sum)
