@@ -252,13 +252,14 @@ def _sparse_short_losses(bz, labels, r0, nr, m, s, log_s, shift_sum, out_loss, r
     ``(log s + m) - z_y`` and cancel.
     """
     c = bz.shape[0]
+    block_labels, block_loss = labels[r0 : r0 + nr], out_loss[r0 : r0 + nr]
     count = 0
     for r in range(nr):
-        y = labels[r0 + r]
+        y = block_labels[r]
         inside = (y >= 0) & (y < c)
         # float64 as in the options' loop, so asking for the lse does not move a loss by an ulp
         loss = np.float64(log_s[r]) + (np.float64(m[r]) - np.float64(bz[y if inside else 0, r]))
-        out_loss[r0 + r] = loss if y != IGNORED else 0.0
+        block_loss[r] = loss if y != IGNORED else 0.0
         again = not (_finite(s[r]) & _finite(shift_sum[r]) & (inside | (y == IGNORED)))
         redo[r] = again
         count += again
@@ -273,8 +274,9 @@ def _take_label_logits(bz, labels, r0, nr, shift, ties):
     (measured 30% faster than counting ties); ``ties[r] = 1`` says one term is left out."""
     c = bz.shape[0]
     one = as_type_of(1.0, ties[0])
+    block_labels = labels[r0 : r0 + nr]
     for r in range(nr):
-        y = labels[r0 + r]
+        y = block_labels[r]
         k = y if (y >= 0) & (y < c) else 0
         shift[r] = bz[k, r]
         bz[k, r] = -np.inf
@@ -286,8 +288,9 @@ def _put_back_label_logits(bz, labels, r0, nr, shift):
     """Undo :func:`_take_label_logits` (a cheaper, smaller-to-compile way back to the turned
     block than turning it again)."""
     c = bz.shape[0]
+    block_labels = labels[r0 : r0 + nr]
     for r in range(nr):
-        y = labels[r0 + r]
+        y = block_labels[r]
         bz[y if (y >= 0) & (y < c) else 0, r] = shift[r]
 
 
@@ -312,17 +315,19 @@ def _sparse_label_losses(labels, r0, nr, c, zy, s, log_s, w, out_loss, out_lse, 
     their maxima."""
     weighted = w.shape[0] == c
     keep_lse = out_lse.shape[0] > 0
+    block_labels, block_loss = labels[r0 : r0 + nr], out_loss[r0 : r0 + nr]
+    block_lse = out_lse[r0 : r0 + nr]  # empty when no lse is kept
     count = 0
     for r in range(nr):
-        y = labels[r0 + r]
+        y = block_labels[r]
         ignored = y == IGNORED
         inside = (y >= 0) & (y < c)
         loss = np.float64(log_s[r])
         if weighted:
             loss *= w[y if inside else 0]
-        out_loss[r0 + r] = loss if not ignored else 0.0
+        block_loss[r] = loss if not ignored else 0.0
         if keep_lse:
-            out_lse[r0 + r] = np.float64(zy[r]) + np.float64(log_s[r])
+            block_lse[r] = np.float64(zy[r]) + np.float64(log_s[r])
         # s <= ACCEPT is False for NaN; a +inf label logit leaves s finite but is not
         fine = (s[r] <= ACCEPT) & _finite(zy[r]) & (inside | ignored)
         ok = fine | (ignored & (not keep_lse))
@@ -336,11 +341,12 @@ def _restore_taken(taken, r0, nr, kept_loss, kept_lse, out_loss, out_lse, redo):
     """Put back the results of the rows the label-relative pass took (the block was summed
     again for the others), so every row's result depends on that row alone."""
     keep_lse = out_lse.shape[0] > 0
+    block_loss, block_lse = out_loss[r0 : r0 + nr], out_lse[r0 : r0 + nr]
     for r in range(nr):
         if taken[r]:
-            out_loss[r0 + r] = kept_loss[r]
+            block_loss[r] = kept_loss[r]
             if keep_lse:
-                out_lse[r0 + r] = kept_lse[r]
+                block_lse[r] = kept_lse[r]
             redo[r] = False
 
 
@@ -353,11 +359,13 @@ def _sparse_short_options(
     c = bz.shape[0]
     weighted = w.shape[0] == c
     keep_lse = out_lse.shape[0] > 0
+    block_labels, block_loss = labels[r0 : r0 + nr], out_loss[r0 : r0 + nr]
+    block_lse = out_lse[r0 : r0 + nr]
     for r in range(nr):
-        y = labels[r0 + r]
+        y = block_labels[r]
         ls = np.float64(log_s[r])
         if keep_lse:
-            out_lse[r0 + r] = np.float64(m[r]) + ls
+            block_lse[r] = np.float64(m[r]) + ls
         if y < 0 or y >= c:
             continue
         loss = ls + (np.float64(m[r]) - np.float64(bz[y, r]))
@@ -365,7 +373,7 @@ def _sparse_short_options(
             loss *= w[y]
         if smoothing != 0.0:
             loss = _short_smooth(smoothing, loss, ls, np.float64(shift_sum[r]), w_total, c)
-        out_loss[r0 + r] = loss
+        block_loss[r] = loss
 
 
 @njit(**SCALAR)
@@ -375,15 +383,16 @@ def _dense_short_finish(
     """Dense losses of a turned block with options, as :func:`_sparse_short_losses`; returns
     how many rows are marked for the per-row code."""
     keep_lse = out_lse.shape[0] > 0
+    block_loss, block_lse = out_loss[r0 : r0 + nr], out_lse[r0 : r0 + nr]
     count = 0
     for r in range(nr):
         ls = np.float64(log_s[r])
         loss = np.float64(t_sum[r]) * ls - np.float64(tz[r])  # tz <= 0 for t >= 0
         if smoothing != 0.0:
             loss = _short_smooth(smoothing, loss, ls, np.float64(shift_sum[r]), w_total, c)
-        out_loss[r0 + r] = loss
+        block_loss[r] = loss
         if keep_lse:
-            out_lse[r0 + r] = np.float64(m[r]) + ls
+            block_lse[r] = np.float64(m[r]) + ls
         fine = _finite(s[r]) & _finite(t_sum[r]) & _finite(tz[r]) & _finite(shift_sum[r])
         redo[r] = not fine
         count += not fine
