@@ -176,17 +176,27 @@ def _turned_shift_sum(bz, c, nr, m, w, out):
 
 
 @njit(**ROW)
-def _turned_target_sums(bz, bt, c, nr, m, t_sum, tz):
-    """``t_sum[r] = sum_j t``, ``tz[r] = sum_j t (z - m)`` where ``t != 0`` (never ``0 * -inf``)."""
+def _turned_dense_sums(bz, bt, c, nr, m, s, ties, t_sum, tz):
+    """:func:`_turned_sum_exp` and the target sums in one pass over the block (each
+    element's ``z - m`` computed once): ``t_sum[r] = sum_j t``, ``tz[r] = sum_j t (z - m)``
+    where ``t != 0`` (never ``0 * -inf``)."""
     zero = as_type_of(0.0, m[0])
+    one = as_type_of(1.0, m[0])
+    log2e = as_type_of(LOG2E, m[0])
     for r in range(nr):
+        s[r] = zero
+        ties[r] = zero
         t_sum[r] = zero
         tz[r] = zero
     for j in range(c):
         for r in range(nr):
+            d = bz[j, r] - m[r]
+            at_max = as_type_of(d == zero, zero)
+            s[r] += fast_exp2(d * log2e) * (one - at_max)
+            ties[r] += at_max
             t = bt[j, r]
             t_sum[r] += t
-            tz[r] += t * (bz[j, r] - m[r]) if t != zero else zero
+            tz[r] += t * d if t != zero else zero
 
 
 @njit(**ROW)
@@ -529,8 +539,12 @@ def dense_logits_short_rows(z, t, smoothing, class_weights, out_loss, out_lse):
             _turn_block(t, r0, nr, like, tiles_t, raw)
             if weighted:
                 _turned_weigh(bt, c, nr, class_weights)
-            _turned_lse_parts(bz, c, nr, m, s, ties, log_s)
-            _turned_target_sums(bz, bt, c, nr, m, t_sum, tz)
+            _turned_max(bz, c, nr, m)
+            # over the whole buffer, rows past nr included (their results are not used):
+            # a short last block would otherwise end in a scalar loop whose rounding differs
+            # by an ulp from the vector one (a row's loss must not depend on its block)
+            _turned_dense_sums(bz, bt, c, SHORT_BLOCK, m, s, ties, t_sum, tz)
+            _log1p_into(s, ties, nr, log_s)
             if smoothed:
                 _turned_shift_sum(bz, c, nr, m, class_weights, shift_sum)
             again = _dense_short_finish(
