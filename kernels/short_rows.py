@@ -76,12 +76,10 @@ def _turn_float16(x, r0, nr, like, out, raw):
 
 
 @njit(**ROW)
-def _turn_tiles(x, r0, nr, like, out, raw, width, min_columns):
+def _turn_tiles(x, r0, nr, like, out, raw, width):
     # tiles of whole rows while every read of a tile stays inside x, then the columns
+    # (rows narrower than the tile threshold never come here: see _turn_block_impl)
     n, c = x.shape
-    if c < min_columns:
-        _turn_plain(x, r0, nr, like, out, raw)
-        return
     done = 0
     for rr in range(0, nr - width + 1, width):
         if (r0 + rr + width) * c + width > n * c:
@@ -116,12 +114,12 @@ def _turn_block_impl(x, r0, nr, like, out, raw):
             width, least = TILE_F64, TILE_MIN_COLUMNS_F64
 
         def turn(x, r0, nr, like, out, raw):
-            # narrow rows go straight to the column turn (measured: through _turn_tiles'
-            # own test they were 3-7% slower at C = 2 and 5)
+            # narrow rows go to the column turn here, the one place that chooses (measured:
+            # a second test inside _turn_tiles made C = 2 and 5 3-7% slower)
             if x.shape[1] < least:
                 _turn_plain(x, r0, nr, like, out, raw)
             else:
-                _turn_tiles(x, r0, nr, like, out, raw, width, least)
+                _turn_tiles(x, r0, nr, like, out, raw, width)
 
         return turn
     return lambda x, r0, nr, like, out, raw: _turn_plain(x, r0, nr, like, out, raw)
@@ -220,7 +218,8 @@ def _log1p_into(s, ties, nr, out):
 @njit(**ROW)
 def _turned_lse_parts(bz, c, nr, m, s, ties, log_s):
     """Per row of a turned block: the maximum ``m``, the sums of :func:`_turned_sum_exp` and
-    ``log s = log1p(s')``, so that ``lse = m + log s`` (shared by both short-row kernels)."""
+    ``log s = log1p(s')``, so that ``lse = m + log s`` (the sparse kernel's; the dense one
+    fuses the sums with its target sums in :func:`_turned_dense_sums`)."""
     _turned_max(bz, c, nr, m)
     _turned_sum_exp(bz, c, nr, m, s, ties)
     _log1p_into(s, ties, nr, log_s)
