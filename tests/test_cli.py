@@ -23,6 +23,7 @@ def test_bench_runner_checks_every_result(tmp_path):
         bench.Case(3000, 10),
         bench.Case(300, 200, "float64", "probs"),
         bench.Case(300, 50, task="grad"),
+        bench.Case(300, 10, "float64"),
     ]
     report = bench.run(cases, repeat=1, budget_s=0.1, slow=False)
     assert [e["label"] for e in report["results"]] == [c.label for c in cases]
@@ -39,6 +40,12 @@ def test_bench_runner_checks_every_result(tmp_path):
             assert 0 < p["p20"] <= p["p50"] <= p["p80"] and r["samples"] >= 1
             assert r["ms"] > 0 and (r["gbps"] > 0 or r["loss"] == bench.FLOOR)
     assert "xent sparse gather" in {r["impl"] for r in report["results"][1]["results"]}
+    # a float64 case is checked to 1e-9: JAX, whose float64 arrays are float32 unless x64 is
+    # enabled, must have computed in float64 (its float32 loss is ~1e-8 off here)
+    assert bench.tolerance(bench.REGISTRY[2], cases[3]) <= 1e-9
+    if bench.Impl("jax", "dense", None, requires="jax").available():
+        f64_names = {r["impl"] for r in report["results"][3]["results"]}
+        assert {"jax sparse", "jax dense"} <= f64_names
     _check_limits(report)
     table = bench.format_table(report)
     assert "| xent sparse |" in table and "sparse vs categorical" in table

@@ -221,6 +221,36 @@ def _torch_dense(data: Data):
     return lambda: float(torch.nn.functional.cross_entropy(z, t))
 
 
+def _jax_precision(case: Case):
+    """The context JAX runs a case in: without it JAX truncates float64 arrays to float32
+    (``jax_enable_x64`` is off by default), so a float64 case would time a float32 loss."""
+    import contextlib
+
+    import jax
+
+    return jax.enable_x64(True) if case.dtype == "float64" else contextlib.nullcontext()
+
+
+def _in_precision(case: Case, fn: Callable[[], float]) -> Callable[[], float]:
+    """``fn`` called in the case's JAX precision (a few microseconds per call)."""
+
+    def call():
+        with _jax_precision(case):
+            return fn()
+
+    return call
+
+
+def _jax_inputs(data: Data, *arrays: np.ndarray) -> list:
+    """JAX arrays of ``arrays``, checked to keep the case's float dtype (made inside
+    :func:`_jax_precision`)."""
+    out = [_jax_array(a) for a in arrays]
+    for a, x in zip(arrays, out):
+        if a.dtype.kind == "f" and a.dtype != BFLOAT16 and np.dtype(x.dtype) != a.dtype:
+            raise RuntimeError(f"JAX holds a {a.dtype} array as {x.dtype}")
+    return out
+
+
 def _jax_sparse(data: Data):
     import jax
     import jax.numpy as jnp
@@ -233,9 +263,10 @@ def _jax_sparse(data: Data):
         logp = jax.nn.log_softmax(z, axis=-1)
         return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
 
-    z = _jax_array(data.scores)
-    y = jnp.asarray(data.labels.astype(np.int32))
-    return lambda: float(f(z, y).block_until_ready())
+    with _jax_precision(data.case):
+        (z,) = _jax_inputs(data, data.scores)
+        y = jnp.asarray(data.labels.astype(np.int32))
+    return _in_precision(data.case, lambda: float(f(z, y).block_until_ready()))
 
 
 def _jax_dense(data: Data):
@@ -249,9 +280,9 @@ def _jax_dense(data: Data):
     def f(z, t):
         return -jnp.mean(jnp.sum(t * jax.nn.log_softmax(z, axis=-1), axis=-1))
 
-    z = _jax_array(data.scores)
-    t = _jax_array(data.onehot)
-    return lambda: float(f(z, t).block_until_ready())
+    with _jax_precision(data.case):
+        z, t = _jax_inputs(data, data.scores, data.onehot)
+    return _in_precision(data.case, lambda: float(f(z, t).block_until_ready()))
 
 
 def _keras(data: Data, sparse: bool):
@@ -260,13 +291,13 @@ def _keras(data: Data, sparse: bool):
     if data.case.dtype == "bfloat16":
         return None  # Keras takes bfloat16 only as its backend's tensors
 
-    loss = (
-        keras.losses.SparseCategoricalCrossentropy
-        if sparse
-        else keras.losses.CategoricalCrossentropy
-    )(from_logits=data.case.inputs == "logits")
+    # Keras computes a loss in its float type (float32 by default) unless told the case's
+    losses = keras.losses
+    kind = losses.SparseCategoricalCrossentropy if sparse else losses.CategoricalCrossentropy
+    loss = kind(from_logits=data.case.inputs == "logits", dtype=data.case.dtype)
     target = data.labels if sparse else data.onehot
-    return lambda: float(np.asarray(loss(target, data.scores)))
+    call = lambda: float(np.asarray(loss(target, data.scores)))  # noqa: E731
+    return _in_precision(data.case, call) if keras.backend.backend() == "jax" else call
 
 
 def _exp_floor(data: Data):
@@ -346,15 +377,21 @@ def _jax_grad(data: Data, sparse: bool):
     import jax.numpy as jnp
 
     def loss(z, t):
-        logp = jax.nn.log_softmax(z.astype(jnp.float32), axis=-1)
+        # 16-bit logits computed in float32 (as xent does); float32 and float64 as they are
+        wide = z if z.dtype in (jnp.float32, jnp.float64) else z.astype(jnp.float32)
+        logp = jax.nn.log_softmax(wide, axis=-1)
         if sparse:
             return -jnp.mean(jnp.take_along_axis(logp, t[:, None], axis=1))
         return -jnp.mean(jnp.sum(t * logp, axis=-1))
 
     f = jax.jit(jax.value_and_grad(loss))
-    z = _jax_array(data.scores)
-    t = jnp.asarray(data.labels.astype(np.int32)) if sparse else _jax_array(data.onehot)
-    return lambda: jax.block_until_ready(f(z, t))
+    with _jax_precision(data.case):
+        (z,) = _jax_inputs(data, data.scores)
+        if sparse:
+            t = jnp.asarray(data.labels.astype(np.int32))
+        else:
+            (t,) = _jax_inputs(data, data.onehot)
+    return _in_precision(data.case, lambda: jax.block_until_ready(f(z, t)))
 
 
 def _rw_baseline(data: Data):
@@ -430,9 +467,12 @@ def expected_mean(data: Data) -> float:
 
 def tolerance(impl: Impl, case: Case) -> float:
     """Relative tolerance of a result: PyTorch, JAX and NumPy return a 16-bit input's loss in
-    16 bits (bfloat16's grid near 7 is 1/32); xent returns float32."""
+    16 bits (bfloat16's grid near 7 is 1/32); xent returns float32.  A float64 case is held
+    to 1e-9, which a loss computed in float32 misses (so a peer truncating float64 is seen)."""
     if case.dtype in HALF_DTYPES and (case.task == "grad" or not impl.name.startswith("xent")):
         return 2e-2  # and every 16-bit gradient is rounded to 16 bits
+    if case.dtype == "float64":
+        return 1e-9  # a float32 computation of a float64 case is typically 1e-8 off
     return 1e-4
 
 
