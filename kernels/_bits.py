@@ -132,6 +132,87 @@ TILE_F32 = 16
 TILE_F64 = 8
 
 
+def _tile_ok(x, out, indices):
+    return (
+        isinstance(x, types.Array)
+        and x.ndim == 2
+        and x.layout == "C"
+        and x.dtype in (types.float32, types.float64)
+        and isinstance(out, types.Array)
+        and out.ndim == 2
+        and out.layout == "C"
+        and out.dtype == x.dtype
+        and all(isinstance(a, types.Integer) for a in indices)
+    )
+
+
+def _tile_codegen(reduce):
+    """Code of :func:`turn_tile` (``reduce`` None) and of :func:`turn_tile_max` /
+    :func:`turn_tile_sum` (``reduce`` "max" / "sum": the tile's columns inside the row are
+    also reduced into ``acc``)."""
+
+    def codegen(context, builder, signature, args):
+        from llvmlite import ir
+        from numba.core import cgutils
+
+        dtype = signature.args[0].dtype
+        width = TILE_F32 if dtype == types.float32 else TILE_F64
+        src = context.make_array(signature.args[0])(context, builder, args[0])
+        dst = context.make_array(signature.args[3])(context, builder, args[3])
+        i64 = ir.IntType(64)
+        vector = ir.VectorType(context.get_value_type(dtype), width)
+        lanes = ir.VectorType(ir.IntType(32), width)
+        _, c = cgutils.unpack_tuple(builder, src.shape, 2)
+        _, b = cgutils.unpack_tuple(builder, dst.shape, 2)
+        first, col, lane0 = (builder.sext(a, i64) for a in (args[1], args[2], args[4]))
+
+        def at(data, offset):
+            return builder.bitcast(builder.gep(data, [offset]), vector.as_pointer())
+
+        rows = []
+        for i in range(width):
+            start = builder.add(builder.mul(builder.add(first, ir.Constant(i64, i)), c), col)
+            rows.append(builder.load(at(src.data, start), align=1))
+        d = width // 2
+        while d >= 1:  # swap the off-diagonal d x d blocks of every 2d x 2d block
+            keep = [k if not k & d else width + k - d for k in range(width)]
+            take = [k + d if not k & d else width + k for k in range(width)]
+            for i in range(width):
+                if not i & d:
+                    a, z = rows[i], rows[i + d]
+                    rows[i] = builder.shuffle_vector(a, z, ir.Constant(lanes, keep))
+                    rows[i + d] = builder.shuffle_vector(a, z, ir.Constant(lanes, take))
+            d //= 2
+        for j in range(width):
+            start = builder.add(builder.mul(builder.add(col, ir.Constant(i64, j)), b), lane0)
+            builder.store(rows[j], at(dst.data, start), align=1)
+        if reduce is None:
+            return context.get_dummy_value()
+        # acc[rr + i] (op)= x[r0 + i, j] for the tile's columns j inside the row, in column
+        # order; the first tile of a row (j0 = 0) starts from column 0 instead of acc
+        acc = context.make_array(signature.args[5])(context, builder, args[5])
+        where = at(acc.data, lane0)
+        leading = builder.icmp_signed("==", col, ir.Constant(i64, 0))
+        total = builder.select(leading, rows[0], builder.load(where, align=1))
+        for j in range(width):
+            inside = builder.icmp_signed("<", builder.add(col, ir.Constant(i64, j)), c)
+            if j == 0:
+                inside = builder.and_(inside, builder.not_(leading))
+            if reduce == "max":  # x if x > m else m: a NaN is skipped unless it comes first
+                bigger = builder.fcmp_ordered(">", rows[j], total)
+                step = builder.select(bigger, rows[j], total)
+            else:
+                # a flag of its own: Numba adds its fast-math flags (reassociation) only to
+                # float operations without any, and a reassociated sum would differ from
+                # the column turn's, which adds in column order
+                step = builder.fadd(total, rows[j], flags=("contract",))
+            total = builder.select(inside, step, total)
+        builder.store(total, where, align=1)
+        return context.get_dummy_value()
+
+    return codegen
+
+
 @intrinsic
 def turn_tile(typingctx, x, r0, j0, out, rr):
     """``out[j0 + j, rr + i] = x[r0 + i, j0 + j]`` for ``i, j < W`` (``W`` = 16 float32, 8
@@ -145,54 +226,34 @@ def turn_tile(typingctx, x, r0, j0, out, rr):
     for C = 10 float32 on AMD EPYC Zen 4 and slower for rows shorter than about a third of
     a vector (see ``short_rows``).
     """
-    ok = (
-        isinstance(x, types.Array)
-        and x.ndim == 2
-        and x.layout == "C"
-        and x.dtype in (types.float32, types.float64)
-        and isinstance(out, types.Array)
-        and out.ndim == 2
-        and out.layout == "C"
-        and out.dtype == x.dtype
-        and all(isinstance(a, types.Integer) for a in (r0, j0, rr))
-    )
-    if not ok:
+    if not _tile_ok(x, out, (r0, j0, rr)):
         return None
-    width = TILE_F32 if x.dtype == types.float32 else TILE_F64
+    return types.void(x, r0, j0, out, rr), _tile_codegen(None)
 
-    def codegen(context, builder, signature, args):
-        from llvmlite import ir
-        from numba.core import cgutils
 
-        src = context.make_array(signature.args[0])(context, builder, args[0])
-        dst = context.make_array(signature.args[3])(context, builder, args[3])
-        i64 = ir.IntType(64)
-        vector = ir.VectorType(context.get_value_type(signature.args[0].dtype), width)
-        lanes = ir.VectorType(ir.IntType(32), width)
-        _, c = cgutils.unpack_tuple(builder, src.shape, 2)
-        _, b = cgutils.unpack_tuple(builder, dst.shape, 2)
-        first, col, lane0 = (builder.sext(a, i64) for a in (args[1], args[2], args[4]))
+def _reducing_tile(reduce):
+    @intrinsic
+    def turn(typingctx, x, r0, j0, out, rr, acc):
+        ok = (
+            _tile_ok(x, out, (r0, j0, rr))
+            and isinstance(acc, types.Array)
+            and acc.ndim == 1
+            and acc.dtype == x.dtype
+        )
+        if not ok:
+            return None
+        return types.void(x, r0, j0, out, rr, acc), _tile_codegen(reduce)
 
-        def at(array, offset):
-            return builder.bitcast(builder.gep(array.data, [offset]), vector.as_pointer())
+    return turn
 
-        rows = []
-        for i in range(width):
-            start = builder.add(builder.mul(builder.add(first, ir.Constant(i64, i)), c), col)
-            rows.append(builder.load(at(src, start), align=1))
-        d = width // 2
-        while d >= 1:  # swap the off-diagonal d x d blocks of every 2d x 2d block
-            keep = [k if not k & d else width + k - d for k in range(width)]
-            take = [k + d if not k & d else width + k for k in range(width)]
-            for i in range(width):
-                if not i & d:
-                    a, z = rows[i], rows[i + d]
-                    rows[i] = builder.shuffle_vector(a, z, ir.Constant(lanes, keep))
-                    rows[i + d] = builder.shuffle_vector(a, z, ir.Constant(lanes, take))
-            d //= 2
-        for j in range(width):
-            start = builder.add(builder.mul(builder.add(col, ir.Constant(i64, j)), b), lane0)
-            builder.store(rows[j], at(dst, start), align=1)
-        return context.get_dummy_value()
 
-    return types.void(x, r0, j0, out, rr), codegen
+#: :func:`turn_tile` with the signature of the two below (``acc`` unused).
+turn_tile_only = _reducing_tile(None)
+#: :func:`turn_tile`, and ``acc[rr + i]`` the maximum of row ``r0 + i`` over this tile's
+#: columns and, from the second column tile on, ``acc``'s own (``acc`` needs ``rr + W``
+#: elements).  Columns past the row's end are left out.  Why: the row maximum of a turned
+#: block comes from the registers the turn already holds, not from a second pass over it.
+turn_tile_max = _reducing_tile("max")
+#: :func:`turn_tile`, and ``acc[rr + i]`` the sum of row ``r0 + i`` over the tile's columns
+#: (in column order), added to ``acc``'s from the second column tile on.
+turn_tile_sum = _reducing_tile("sum")

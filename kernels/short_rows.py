@@ -4,7 +4,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from ._bits import TILE_F32, TILE_F64, turn_tile
+from ._bits import TILE_F32, TILE_F64, turn_tile_max, turn_tile_only, turn_tile_sum
 from ._config import PARALLEL, ROW, SCALAR
 from ._half import float16_bits_to_float32, half_format, widen, work_empty, work_zero
 from ._math import (
@@ -22,7 +22,9 @@ from .stream import ACCEPT, IGNORED, LOG2E
 # in-register tiles for C-contiguous float rows, else column by column), so consecutive rows
 # fill the SIMD lanes.  Every statistic is then a
 # vectorised loop over rows, repeated for each class: the row maximum, the sum of ``exp``
-# relative to it, target sums, and one vectorised ``log1p`` per block.
+# relative to it, target sums, and one vectorised ``log1p`` per block.  Tiles also give the
+# dense kernel's row maxima and target sums from their registers, in column order as the
+# column turn's loops do.
 #
 # Shifting by the row maximum ``m`` and leaving the maximum's own term (exactly 1) out of
 # the sum ``s'`` keeps small losses exact: ``log s = log1p(s')`` and every term of the
@@ -75,24 +77,31 @@ def _turn_float16(x, r0, nr, like, out, raw):
             out[j, r] = float16_bits_to_float32(raw[j, r])
 
 
+#: What a turn also computes per row of the block (``acc`` of :func:`_turn_block`, chosen at
+#: compile time): nothing, the maximum, the sum.
+NO_STAT, ROW_MAX, ROW_SUM = 0, 1, 2
+
+
 @njit(**ROW)
-def _turn_tiles(x, r0, nr, like, out, raw, width):
-    # tiles of whole rows while every read of a tile stays inside x, then the columns
-    # (rows narrower than the tile threshold never come here: see _turn_block_impl)
-    n, c = x.shape
-    done = 0
-    for rr in range(0, nr - width + 1, width):
-        if (r0 + rr + width) * c + width > n * c:
-            break
-        for j0 in range(0, c, width):
-            turn_tile(x, r0 + rr, j0, out, rr)
-        done = rr + width
-    if done < nr:
-        _turn_plain(x, r0 + done, nr - done, like, out[:, done:], raw)
+def _no_stat(out, c, nr, acc):
+    pass
 
 
-def _turn_block(x, r0, nr, like, out, raw):  # pragma: no cover - replaced by the overload
-    """``out[j, r] = x[r0 + r, j]`` in the type of ``like``: rows into SIMD lanes.
+def _tile_plan(x, work):
+    """``(tile width, fewest columns)`` when a 2-D array type ``x`` turned into ``work`` (a
+    float type) goes by in-register tiles from that many columns on, else None (typing
+    time)."""
+    if x.layout != "C" or x.dtype not in (types.float32, types.float64) or x.dtype != work:
+        return None
+    if x.dtype == types.float32:
+        return TILE_F32, TILE_MIN_COLUMNS_F32
+    return TILE_F64, TILE_MIN_COLUMNS_F64
+
+
+def _turn_block(x, r0, nr, like, out, raw, acc, stat):  # pragma: no cover - the overload's
+    """``out[j, r] = x[r0 + r, j]`` in the type of ``like``: rows into SIMD lanes; ``stat`` (a
+    constant) ``ROW_MAX`` / ``ROW_SUM`` also makes ``acc[r]`` the row's maximum / sum, from
+    the tiles' registers where tiles are used (``acc``: a work array of ``SHORT_BLOCK``).
 
     Column by column, so the writes are contiguous and the strided reads vectorise as
     gathers (measured 3x faster than row by row for C = 10); C-contiguous float32/float64
@@ -103,26 +112,69 @@ def _turn_block(x, r0, nr, like, out, raw):  # pragma: no cover - replaced by th
     raise NotImplementedError
 
 
-@overload(_turn_block, jit_options={k: v for k, v in ROW.items() if k != "cache"})
-def _turn_block_impl(x, r0, nr, like, out, raw):
+@overload(
+    _turn_block, prefer_literal=True, jit_options={k: v for k, v in ROW.items() if k != "cache"}
+)
+def _turn_block_impl(x, r0, nr, like, out, raw, acc, stat):
+    if not isinstance(stat, types.IntegerLiteral):
+        return None  # a constant, so that each statistic compiles its own turn
+    which = stat.literal_value
+    block_stat = (_no_stat, _turned_max, _turned_total)[which]
     if half_format(x.dtype) == "float16":
-        return lambda x, r0, nr, like, out, raw: _turn_float16(x, r0, nr, like, out, raw)
-    if x.layout == "C" and x.dtype in (types.float32, types.float64) and out.dtype == x.dtype:
-        if x.dtype == types.float32:
-            width, least = TILE_F32, TILE_MIN_COLUMNS_F32
-        else:
-            width, least = TILE_F64, TILE_MIN_COLUMNS_F64
 
-        def turn(x, r0, nr, like, out, raw):
-            # narrow rows go to the column turn here, the one place that chooses (measured:
-            # a second test inside _turn_tiles made C = 2 and 5 3-7% slower)
-            if x.shape[1] < least:
+        def turn_half(x, r0, nr, like, out, raw, acc, stat):
+            _turn_float16(x, r0, nr, like, out, raw)
+            block_stat(out, x.shape[1], nr, acc)
+
+        return turn_half
+    plan = _tile_plan(x, out.dtype)
+    if plan is not None:
+        width, least = plan
+        # the intrinsic itself, not a function around it: LLVM does not inline a function of
+        # that size, and a call per tile made C = 10 and 24 10-30% slower (measured)
+        tile = (turn_tile_only, turn_tile_max, turn_tile_sum)[which]
+
+        def turn(x, r0, nr, like, out, raw, acc, stat):
+            n, c = x.shape
+            # narrow rows go to the column turn here, the one place that chooses
+            if c < least:
                 _turn_plain(x, r0, nr, like, out, raw)
-            else:
-                _turn_tiles(x, r0, nr, like, out, raw, width)
+                block_stat(out, c, nr, acc)
+                return
+            # tiles of whole rows while every read of a tile stays inside x, then the columns
+            done = 0
+            for rr in range(0, nr - width + 1, width):
+                if (r0 + rr + width) * c + width > n * c:
+                    break
+                for j0 in range(0, c, width):
+                    tile(x, r0 + rr, j0, out, rr, acc)
+                done = rr + width
+            if done < nr:
+                _turn_plain(x, r0 + done, nr - done, like, out[:, done:], raw)
+                block_stat(out[:, done:], c, nr - done, acc[done:])
 
         return turn
-    return lambda x, r0, nr, like, out, raw: _turn_plain(x, r0, nr, like, out, raw)
+
+    def turn_plain(x, r0, nr, like, out, raw, acc, stat):
+        _turn_plain(x, r0, nr, like, out, raw)
+        block_stat(out, x.shape[1], nr, acc)
+
+    return turn_plain
+
+
+def _turns_by_tiles(x, like):  # pragma: no cover - replaced by the overload
+    """Whether :func:`_turn_block` turns ``x`` into the type of ``like`` by in-register tiles
+    (its statistics then come from the registers, else from a pass over the turned block)."""
+    raise NotImplementedError
+
+
+@overload(_turns_by_tiles, jit_options={k: v for k, v in ROW.items() if k != "cache"})
+def _turns_by_tiles_impl(x, like):
+    plan = _tile_plan(x, like)
+    if plan is not None:
+        least = plan[1]
+        return lambda x, like: x.shape[1] >= least
+    return lambda x, like: False
 
 
 @njit(**ROW)
@@ -135,6 +187,17 @@ def _turned_max(bz, c, nr, m):
         for r in range(nr):
             x = bz[j, r]
             m[r] = x if x > m[r] else m[r]
+
+
+@njit(**SCALAR)
+def _turned_total(bt, c, nr, total):
+    """Row sums ``total`` of a turned block, in column order (no reassociation: the tiles sum
+    in that order, and a row's sum must not depend on which of the two turned it)."""
+    for r in range(nr):
+        total[r] = bt[0, r]
+    for j in range(1, c):
+        for r in range(nr):
+            total[r] += bt[j, r]
 
 
 @njit(**ROW)
@@ -174,18 +237,20 @@ def _turned_shift_sum(bz, c, nr, m, w, out):
 
 
 @njit(**ROW)
-def _turned_dense_sums(bz, bt, c, nr, m, s, ties, t_sum, tz):
-    """:func:`_turned_sum_exp` and the target sums in one pass over the block (each
-    element's ``z - m`` computed once): ``t_sum[r] = sum_j t``, ``tz[r] = sum_j t (z - m)``
-    where ``t != 0`` (never ``0 * -inf``)."""
+def _turned_dense_sums(bz, bt, c, nr, m, s, ties, t_sum, tz, add_t_sum):
+    """:func:`_turned_sum_exp` and the target sums in one pass over the block (each element's
+    ``z - m`` computed once): ``tz[r] = sum_j t (z - m)`` where ``t != 0`` (never ``0 *
+    -inf``) and, if ``add_t_sum`` (the turn did not), ``t_sum[r] = sum_j t``."""
     zero = as_type_of(0.0, m[0])
     one = as_type_of(1.0, m[0])
     log2e = as_type_of(LOG2E, m[0])
     for r in range(nr):
         s[r] = zero
         ties[r] = zero
-        t_sum[r] = zero
         tz[r] = zero
+    if add_t_sum:
+        for r in range(nr):
+            t_sum[r] = zero
     for j in range(c):
         for r in range(nr):
             d = bz[j, r] - m[r]
@@ -193,8 +258,9 @@ def _turned_dense_sums(bz, bt, c, nr, m, s, ties, t_sum, tz):
             s[r] += fast_exp2(d * log2e) * (one - at_max)
             ties[r] += at_max
             t = bt[j, r]
-            t_sum[r] += t
             tz[r] += t * d if t != zero else zero
+            if add_t_sum:
+                t_sum[r] += t
 
 
 @njit(**ROW)
@@ -449,7 +515,7 @@ def sparse_logits_short_rows(z, labels, smoothing, class_weights, out_loss, out_
         for b in range(chunk * per, min(n_blocks, (chunk + 1) * per)):
             r0 = b * SHORT_BLOCK
             nr = min(SHORT_BLOCK, n - r0)
-            _turn_block(z, r0, nr, like, tiles_z, raw)
+            _turn_block(z, r0, nr, like, tiles_z, raw, m, NO_STAT)
             again = 1
             if not smoothed:
                 # Shifting by the label's logit makes the loss log1p(s') and spares the
@@ -531,18 +597,23 @@ def dense_logits_short_rows(z, t, smoothing, class_weights, out_loss, out_lse):
         redo = np.empty(SHORT_BLOCK, np.bool_)
         tbuf = work_empty(c, z)
         raw = np.empty((c, SHORT_BLOCK), np.uint16)
+        sum_in_turn = not weighted and _turns_by_tiles(t, like)
         for b in range(chunk * per, min(n_blocks, (chunk + 1) * per)):
             r0 = b * SHORT_BLOCK
             nr = min(SHORT_BLOCK, n - r0)
-            _turn_block(z, r0, nr, like, tiles_z, raw)
-            _turn_block(t, r0, nr, like, tiles_t, raw)
-            if weighted:
-                _turned_weigh(bt, c, nr, class_weights)
-            _turned_max(bz, c, nr, m)
+            # the row maxima come with the turn, and the target sums where tiles turn the
+            # targets (from the tiles' registers; class weights multiply the targets first)
+            _turn_block(z, r0, nr, like, tiles_z, raw, m, ROW_MAX)
+            if sum_in_turn:
+                _turn_block(t, r0, nr, like, tiles_t, raw, t_sum, ROW_SUM)
+            else:
+                _turn_block(t, r0, nr, like, tiles_t, raw, t_sum, NO_STAT)
+                if weighted:
+                    _turned_weigh(bt, c, nr, class_weights)
             # over the whole buffer, rows past nr included (their results are not used):
             # a short last block would otherwise end in a scalar loop whose rounding differs
             # by an ulp from the vector one (a row's loss must not depend on its block)
-            _turned_dense_sums(bz, bt, c, SHORT_BLOCK, m, s, ties, t_sum, tz)
+            _turned_dense_sums(bz, bt, c, SHORT_BLOCK, m, s, ties, t_sum, tz, not sum_in_turn)
             _log1p_into(s, ties, nr, log_s)
             if smoothed:
                 _turned_shift_sum(bz, c, nr, m, class_weights, shift_sum)

@@ -9,8 +9,10 @@ import sys
 
 import numpy as np
 import pytest
+from numba import njit
 
 from xent import kernels
+from xent.kernels.short_rows import ROW_MAX, ROW_SUM, SHORT_BLOCK, _turn_block, turned_rows
 
 import reference
 from helpers import per_thread_count, tolerances
@@ -278,3 +280,48 @@ def test_tiled_turn_reads_nothing_past_the_array(dtype, c):
             del z, targets
         _same(sparse, want, dtype)
         _same(dense, want, dtype)
+
+
+@njit
+def _turned_stats(x, r0, nr):
+    # the turn of one block with each statistic, as the dense kernel asks for them
+    c = x.shape[1]
+    like = np.zeros(1, x.dtype)[0]
+    out = np.empty((turned_rows(c), SHORT_BLOCK), x.dtype)
+    raw = np.empty((c, SHORT_BLOCK), np.uint16)
+    top, total = np.empty(SHORT_BLOCK, x.dtype), np.empty(SHORT_BLOCK, x.dtype)
+    _turn_block(x, r0, nr, like, out, raw, top, ROW_MAX)
+    _turn_block(x, r0, nr, like, out, raw, total, ROW_SUM)
+    return out[:c, :nr].copy(), top[:nr].copy(), total[:nr].copy()
+
+
+TILED = [(np.float32, c) for c in (7, 10, 16, 17, 40)] + [(np.float64, c) for c in (8, 10, 24)]
+
+
+@pytest.mark.parametrize("dtype, c", TILED)
+def test_turn_statistics_from_tiles_are_the_column_turns(dtype, c):
+    # The dense kernel takes row maxima and target sums from the tiles' registers; they must
+    # be bit for bit those of the column turn (the rows at an array's end, other layouts),
+    # which sums in column order and keeps the first NaN: a row's result may not depend on
+    # its position.
+    rng = np.random.default_rng(c)
+    x = (rng.standard_normal((200, c)) * 5).astype(dtype)
+    x[3, 0] = np.nan  # first: the maximum is NaN
+    x[4, c - 1] = np.nan  # later: skipped by the maximum
+    x[5, :] = -np.inf
+    x[6, 1] = np.inf
+    x[7, :] = 2.5  # ties
+    x[8, :] = rng.uniform(0, 1e-7, c)  # sums whose order shows in the last bits
+    x[8, 0] = 1.0
+    for r0 in (0, 64, 136 - 64):
+        tiled = _turned_stats(x, r0, 64)  # tiles: reads stay inside x
+        column = _turned_stats(np.asfortranarray(x), r0, 64)  # the column turn
+        block = x[r0 : r0 + 64]
+        np.testing.assert_array_equal(tiled[0], block.T)
+        for got in (tiled, column):
+            want_max, want_sum = block[:, 0].copy(), block[:, 0].copy()
+            for j in range(1, c):
+                want_max = np.where(block[:, j] > want_max, block[:, j], want_max)
+                want_sum = want_sum + block[:, j]
+            np.testing.assert_array_equal(got[1], want_max)
+            np.testing.assert_array_equal(got[2], want_sum)
