@@ -23,6 +23,7 @@ from .grad import (
 )
 from .long_rows import dense_logits_long_rows, sparse_logits_long_rows
 from .probs import dense_probs, probability_rows, sparse_probs
+from .reduce import float64_total
 from .rows import dense_logits, sparse_logits
 from .short_rows import SHORT_ROW_BYTES, dense_logits_short_rows, sparse_logits_short_rows
 from .stream import IGNORED
@@ -44,6 +45,7 @@ __all__ = [
     "probability_rows",
     "EXP_FLOOR_PIECE",
     "exp_floor",
+    "float64_total",
     "row_scale",
     "row_sums",
     "serial",

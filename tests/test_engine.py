@@ -122,3 +122,29 @@ def test_read_only_input_runs_the_build_of_writable_input(kind):
     got, _ = run(_read_only(z), _read_only(second))
     assert len(kernel.signatures) == compiled
     np.testing.assert_array_equal(got, want)
+
+
+def test_float64_total_sums_float32_exactly_enough_in_any_layout():
+    """The reductions' float64 total of float32 losses (a compiled loop) against exact
+    float64 sums: far inside float32's resolution, inf and NaN as NumPy's sum, any stride;
+    other dtypes go to NumPy."""
+    import math
+
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal(100_003) * 10).astype(np.float32) ** 2
+    exact = math.fsum(x.astype(np.float64))
+    assert _engine.float64_total(x) == pytest.approx(exact, rel=1e-13)
+    strided = x[::3]
+    want = math.fsum(strided.astype(np.float64))
+    assert _engine.float64_total(strided) == pytest.approx(want, rel=1e-13)
+    assert _engine.float64_total(np.empty(0, np.float32)) == 0.0
+    # a total above float32's largest value stays finite in float64
+    big = np.full(10, 3e38, np.float32)
+    assert _engine.float64_total(big) == pytest.approx(3e39, rel=1e-7)
+    for special in (np.inf, np.nan):
+        y = x.copy()
+        y[17] = special
+        got = _engine.float64_total(y)
+        assert (got == np.inf) if special == np.inf else np.isnan(got)
+    x64 = x.astype(np.float64)
+    assert _engine.float64_total(x64) == np.sum(x64)  # NumPy's pairwise sum

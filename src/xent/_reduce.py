@@ -1,13 +1,15 @@
 """Reductions from per-sample losses to what a loss object returns (Keras rules).
 
-Sums run in float64 with NumPy's pairwise summation over the per-sample values, in a
-fixed order: the result does not depend on the number of threads.
+Sums run in float64 over the per-sample values, in a fixed order (``_engine.float64_total``:
+a compiled loop for float32 losses, else NumPy's pairwise summation): the result does not
+depend on the number of threads.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from xent import _engine
 from xent._inputs import as_sample_weight
 
 #: The reductions a Keras-style loss object accepts (``None`` means ``"none"``).
@@ -49,7 +51,7 @@ class KerasReduction:
         ``valid`` the mask of counted entries (or ``None``: all count)."""
         losses = np.asarray(losses)
         if weights is None:
-            total = np.sum(losses, dtype=np.float64)
+            total = _engine.float64_total(losses.reshape(-1))
         else:
             total = np.sum(losses * weights, dtype=np.float64)
         count = losses.size if valid is None else np.count_nonzero(valid)
@@ -114,7 +116,8 @@ class TorchReduction:
     @staticmethod
     def partials(losses, divisor, z, count) -> np.ndarray:
         z_sum = 0.0 if z is None else np.sum(z, dtype=np.float64)
-        return np.array([np.sum(losses, dtype=np.float64), divisor, z_sum, count], np.float64)
+        total = _engine.float64_total(np.asarray(losses).reshape(-1))
+        return np.array([total, divisor, z_sum, count], np.float64)
 
     def combine(self, sums, dtype, *, z_only=False):
         """The reduced loss (z-loss included), or with ``z_only`` its z-loss term alone."""
