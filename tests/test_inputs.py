@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import xent
+from xent.kernels import IGNORED
 
 P = np.array([[0.05, 0.95, 0.0], [0.1, 0.8, 0.1]])
 
@@ -208,3 +209,26 @@ def test_narrow_labels_out_of_range_are_named(dtype):
     if np.iinfo(dtype).min < 0:
         with pytest.raises(ValueError, match=r"out-of-range label -3 at index 2"):
             xent.sparse_categorical_crossentropy(np.array([1, 2, -3], dtype), z)
+
+
+def test_an_ignore_value_nothing_matches_costs_no_copy():
+    """PyTorch's ignore_index=-100 is on by default; when no label equals it, the labels go
+    to the kernel as they are (no masked copies) and every row counts, with the same losses
+    as when some rows are ignored (those rows give 0 and leave the mean's divisor)."""
+    from xent._inputs import as_labels
+
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((500, 10)).astype(np.float32)
+    y = rng.integers(0, 10, 500)
+    labels, valid = as_labels(y, (500,), 10, axis=-1, ignore_class=-100)
+    assert valid is None and (labels is y or labels.base is y)  # no copy
+    some = y.copy()
+    some[[3, 99]] = -100
+    labels, valid = as_labels(some, (500,), 10, axis=-1, ignore_class=-100)
+    assert labels[3] == labels[99] == IGNORED and valid.sum() == 498
+    all_rows = xent.cross_entropy(z, y, reduction="none")
+    fewer = xent.cross_entropy(z, some, reduction="none")
+    np.testing.assert_array_equal(fewer[valid], all_rows[valid])
+    assert fewer[3] == fewer[99] == 0.0
+    assert xent.cross_entropy(z, some) == pytest.approx(float(all_rows[valid].mean()), rel=1e-6)
+    assert xent.cross_entropy(z, y) == pytest.approx(float(all_rows.mean()), rel=1e-6)

