@@ -614,16 +614,17 @@ def _flat_dense_grad(zf, tf, sh, sc, sb, tc, grad_f):
 
 
 @njit(**INLINED)
-def _spread(sh, sc, sb, k, c, lse_i, a, off):
-    """Per-element copies of one row's shift, scale and offset, at ``k`` (the block's place
-    of the row)."""
+def _spread(sh, sc, sb, lse_i, a, off):
+    """Per-element copies of one row's shift, scale and offset into slices at the block's
+    place of the row (slices: an offset index ``k + j``, whose sign LLVM cannot prove, kept
+    Numba's wraparound test in the loop and the loop scalar)."""
     shift = as_type_of(lse_i, sh[0])
     scale = as_type_of(a, sh[0])
     offset = as_type_of(off, sh[0])
-    for j in range(c):
-        sh[k + j] = shift
-        sc[k + j] = scale
-        sb[k + j] = offset
+    for j in range(sh.shape[0]):
+        sh[j] = shift
+        sc[j] = scale
+        sb[j] = offset
 
 
 @njit(**INLINED)
@@ -655,7 +656,9 @@ def sparse_short_rows_grad(z, labels, smoothing, g_loss, g_zsq, g_lse, lse, grad
             for i in range(r0, r1):
                 gl = g_loss[i] if 0 <= labels[i] < c else 0.0  # ignored: no loss term
                 a = gl + _lse_coefficient(g_zsq, g_lse, has_g_lse, lse, i)
-                _spread(sh, sc, sb, (i - r0) * c, c, lse[i], a, gl * smoothing / c)
+                k = (i - r0) * c
+                off = gl * smoothing / c
+                _spread(sh[k : k + c], sc[k : k + c], sb[k : k + c], lse[i], a, off)
             # the label's element first: in place, the flat loop overwrites the logits
             for i in range(r0, r1):
                 y = labels[i]
@@ -702,10 +705,10 @@ def dense_short_rows_grad(z, t, smoothing, g_loss, g_zsq, g_lse, lse, grad, inpl
                 a = gl * ((1.0 - smoothing) * row_sum(t[i]) + smoothing)
                 a += _lse_coefficient(g_zsq, g_lse, has_g_lse, lse, i)
                 k = (i - r0) * c
-                _spread(sh, sc, sb, k, c, lse[i], a, gl * smoothing / c)
+                off = gl * smoothing / c
+                _spread(sh[k : k + c], sc[k : k + c], sb[k : k + c], lse[i], a, off)
                 t_coef = as_type_of(gl * (1.0 - smoothing), sh[0])
-                for j in range(c):
-                    tc[k + j] = t_coef
+                tc[k : k + c] = t_coef
             k = (r1 - r0) * c
             gf = grad[r0:r1].reshape(-1)
             tf = t[r0:r1].reshape(-1)
