@@ -147,7 +147,7 @@ def _tile_ok(x, out, indices):
 
 
 def _tile_codegen(reduce):
-    """Code of :func:`turn_tile` (``reduce`` None) and of :func:`turn_tile_max` /
+    """Code of :data:`turn_tile` (``reduce`` None) and of :data:`turn_tile_max` /
     :func:`turn_tile_sum` (``reduce`` "max" / "sum": the tile's columns inside the row are
     also reduced into ``acc``)."""
 
@@ -213,24 +213,6 @@ def _tile_codegen(reduce):
     return codegen
 
 
-@intrinsic
-def turn_tile(typingctx, x, r0, j0, out, rr):
-    """``out[j0 + j, rr + i] = x[r0 + i, j0 + j]`` for ``i, j < W`` (``W`` = 16 float32, 8
-    float64): a ``W x W`` tile of a C-contiguous 2-D array transposed in registers.
-
-    Each row is read as one vector of ``W`` elements from ``x[r0 + i, j0]`` on, past the row's
-    end into the next row when ``j0 + W > C``; the transposed vectors are written whole, so
-    ``out`` needs ``j0 + W`` rows.  The caller keeps every read inside ``x`` (nothing here
-    checks).  Why: the column-by-column turn reads with strided gathers; this reads whole
-    rows and shuffles (log2 W rounds of swapping off-diagonal blocks), measured 2x faster
-    for C = 10 float32 on AMD EPYC Zen 4 and slower for rows shorter than about a third of
-    a vector (see ``short_rows``).
-    """
-    if not _tile_ok(x, out, (r0, j0, rr)):
-        return None
-    return types.void(x, r0, j0, out, rr), _tile_codegen(None)
-
-
 def _reducing_tile(reduce):
     @intrinsic
     def turn(typingctx, x, r0, j0, out, rr, acc):
@@ -247,8 +229,17 @@ def _reducing_tile(reduce):
     return turn
 
 
-#: :func:`turn_tile` with the signature of the two below (``acc`` unused).
-turn_tile_only = _reducing_tile(None)
+#: ``turn_tile(x, r0, j0, out, rr, acc)``: ``out[j0 + j, rr + i] = x[r0 + i, j0 + j]`` for
+#: ``i, j < W`` (``W`` = 16 float32, 8 float64), a ``W x W`` tile of a C-contiguous 2-D array
+#: transposed in registers (``acc`` unused: the signature of the two below).  Each row is
+#: read as one vector of ``W`` elements from ``x[r0 + i, j0]`` on, past the row's end into
+#: the next row when ``j0 + W > C``; the transposed vectors are written whole, so ``out``
+#: needs ``j0 + W`` rows.  The caller keeps every read inside ``x`` (nothing here checks).
+#: Why: the column-by-column turn reads with strided gathers; this reads whole rows and
+#: shuffles (log2 W rounds of swapping off-diagonal blocks), measured 2x faster for C = 10
+#: float32 on AMD EPYC Zen 4 and slower for rows shorter than about a third of a vector
+#: (see ``short_rows``).
+turn_tile = _reducing_tile(None)
 #: :func:`turn_tile`, and ``acc[rr + i]`` the maximum of row ``r0 + i`` over this tile's
 #: columns and, from the second column tile on, ``acc``'s own (``acc`` needs ``rr + W``
 #: elements).  Columns past the row's end are left out.  Why: the row maximum of a turned

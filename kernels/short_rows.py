@@ -4,7 +4,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from ._bits import TILE_F32, TILE_F64, turn_tile_max, turn_tile_only, turn_tile_sum
+from ._bits import TILE_F32, TILE_F64, turn_tile, turn_tile_max, turn_tile_sum
 from ._config import PARALLEL, ROW, SCALAR
 from ._half import float16_bits_to_float32, half_format, widen, work_empty, work_zero
 from ._math import (
@@ -132,7 +132,7 @@ def _turn_block_impl(x, r0, nr, like, out, raw, acc, stat):
         width, least = plan
         # the intrinsic itself, not a function around it: LLVM does not inline a function of
         # that size, and a call per tile made C = 10 and 24 10-30% slower (measured)
-        tile = (turn_tile_only, turn_tile_max, turn_tile_sum)[which]
+        tile = (turn_tile, turn_tile_max, turn_tile_sum)[which]
 
         def turn(x, r0, nr, like, out, raw, acc, stat):
             n, c = x.shape

@@ -43,7 +43,7 @@ def test_bench_runner_checks_every_result(tmp_path):
     # a float64 case is checked to 1e-9: JAX, whose float64 arrays are float32 unless x64 is
     # enabled, must have computed in float64 (its float32 loss is ~1e-8 off here)
     assert bench.tolerance(bench.REGISTRY[2], cases[3]) <= 1e-9
-    if bench.Impl("jax", "dense", None, requires="jax").available():
+    if {i.name: i for i in bench.REGISTRY}["jax dense"].available():
         f64_names = {r["impl"] for r in report["results"][3]["results"]}
         assert {"jax sparse", "jax dense"} <= f64_names
     _check_limits(report)

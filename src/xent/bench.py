@@ -190,11 +190,16 @@ def _torch_tensor(x: np.ndarray):
 
 
 def _jax_array(x: np.ndarray):
+    """``x`` as a JAX array, made inside :func:`_jax_precision` (checked: a float array keeps
+    its dtype, which JAX would otherwise truncate to float32)."""
     import jax.numpy as jnp
 
     if x.dtype == BFLOAT16:
         return jnp.asarray(x.view(np.uint16)).view(jnp.bfloat16)
-    return jnp.asarray(x)
+    out = jnp.asarray(x)
+    if x.dtype.kind == "f" and np.dtype(out.dtype) != x.dtype:
+        raise RuntimeError(f"JAX holds a {x.dtype} array as {out.dtype}")
+    return out
 
 
 def _torch_sparse(data: Data):
@@ -241,16 +246,6 @@ def _in_precision(case: Case, fn: Callable[[], float]) -> Callable[[], float]:
     return call
 
 
-def _jax_inputs(data: Data, *arrays: np.ndarray) -> list:
-    """JAX arrays of ``arrays``, checked to keep the case's float dtype (made inside
-    :func:`_jax_precision`)."""
-    out = [_jax_array(a) for a in arrays]
-    for a, x in zip(arrays, out):
-        if a.dtype.kind == "f" and a.dtype != BFLOAT16 and np.dtype(x.dtype) != a.dtype:
-            raise RuntimeError(f"JAX holds a {a.dtype} array as {x.dtype}")
-    return out
-
-
 def _jax_sparse(data: Data):
     import jax
     import jax.numpy as jnp
@@ -264,7 +259,7 @@ def _jax_sparse(data: Data):
         return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
 
     with _jax_precision(data.case):
-        (z,) = _jax_inputs(data, data.scores)
+        z = _jax_array(data.scores)
         y = jnp.asarray(data.labels.astype(np.int32))
     return _in_precision(data.case, lambda: float(f(z, y).block_until_ready()))
 
@@ -281,7 +276,7 @@ def _jax_dense(data: Data):
         return -jnp.mean(jnp.sum(t * jax.nn.log_softmax(z, axis=-1), axis=-1))
 
     with _jax_precision(data.case):
-        z, t = _jax_inputs(data, data.scores, data.onehot)
+        z, t = _jax_array(data.scores), _jax_array(data.onehot)
     return _in_precision(data.case, lambda: float(f(z, t).block_until_ready()))
 
 
@@ -386,11 +381,11 @@ def _jax_grad(data: Data, sparse: bool):
 
     f = jax.jit(jax.value_and_grad(loss))
     with _jax_precision(data.case):
-        (z,) = _jax_inputs(data, data.scores)
+        z = _jax_array(data.scores)
         if sparse:
             t = jnp.asarray(data.labels.astype(np.int32))
         else:
-            (t,) = _jax_inputs(data, data.onehot)
+            t = _jax_array(data.onehot)
     return _in_precision(data.case, lambda: jax.block_until_ready(f(z, t)))
 
 
