@@ -13,6 +13,7 @@ from ._config import ROW as ROW_OPTIONS  # noqa: F401
 from ._half import BFLOAT16_BITS, FLOAT16_BITS
 from ._math import fast_exp2  # noqa: F401
 from ._serial import serial
+from ._simd import has_avx512
 from .baseline import EXP_FLOOR_PIECE, exp_floor, row_scale, row_sums
 from .evaluate import evaluate_dense, evaluate_sparse, evaluation_sums
 from .grad import (
@@ -46,6 +47,7 @@ __all__ = [
     "EXP_FLOOR_PIECE",
     "exp_floor",
     "float64_total",
+    "has_avx512",
     "row_scale",
     "row_sums",
     "serial",

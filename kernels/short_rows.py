@@ -12,8 +12,17 @@ from ._math import (
     fast_exp2,
     fast_log1p,
 )
+from ._simd import (
+    has_avx512,
+    turned_dense_accepts,
+    turned_dense_sums_f32,
+    turned_sum_accepts,
+    turned_sum_exp2_f32,
+)
 from .rows import dense_row, row_chunks, sparse_row, weigh_targets
 from .stream import ACCEPT, IGNORED, LOG2E
+
+_OVERLOAD_ROW = {k: v for k, v in ROW.items() if k != "cache"}
 
 # ------------------------------------------------------------ many short rows
 # Per-row loops of a few elements cost more than their arithmetic (loop set-up, remainders,
@@ -236,8 +245,31 @@ def _turned_shift_sum(bz, c, nr, m, w, out):
             out[r] += wj * (bz[j, r] - m[r]) if wj != zero else zero
 
 
+def _turned_dense_sums(bz, bt, c, nr, m, s, ties, t_sum, tz, add_t_sum):  # pragma: no cover
+    """:func:`_turned_dense_sums_scalar`, by the explicit 16-lane loop where it can."""
+    raise NotImplementedError
+
+
+@overload(_turned_dense_sums, jit_options=_OVERLOAD_ROW)
+def _turned_dense_sums_impl(bz, bt, c, nr, m, s, ties, t_sum, tz, add_t_sum):
+    # float32 on an AVX-512 CPU, target sums already taken by the turn: the explicit 16-lane
+    # loop over the whole buffer (kernels/_simd.py)
+    if has_avx512() and turned_dense_accepts(bz, bt, c, m, s, ties, tz):
+
+        def impl(bz, bt, c, nr, m, s, ties, t_sum, tz, add_t_sum):
+            if add_t_sum:
+                _turned_dense_sums_scalar(bz, bt, c, nr, m, s, ties, t_sum, tz, add_t_sum)
+            else:
+                turned_dense_sums_f32(bz, bt, c, m, s, ties, tz)
+
+        return impl
+    return lambda bz, bt, c, nr, m, s, ties, t_sum, tz, add_t_sum: _turned_dense_sums_scalar(
+        bz, bt, c, nr, m, s, ties, t_sum, tz, add_t_sum
+    )
+
+
 @njit(**ROW)
-def _turned_dense_sums(bz, bt, c, nr, m, s, ties, t_sum, tz, add_t_sum):
+def _turned_dense_sums_scalar(bz, bt, c, nr, m, s, ties, t_sum, tz, add_t_sum):
     """:func:`_turned_sum_exp` and the target sums in one pass over the block (each element's
     ``z - m`` computed once): ``tz[r] = sum_j t (z - m)`` where ``t != 0`` (never ``0 *
     -inf``) and, if ``add_t_sum`` (the turn did not), ``t_sum[r] = sum_j t``."""
@@ -369,9 +401,22 @@ def _put_back_label_logits(bz, labels, r0, nr, shift):
         bz[y if (y >= 0) & (y < c) else 0, r] = shift[r]
 
 
-@njit(**ROW)
-def _turned_sum_exp_all(bz, c, nr, shift, s):
+def _turned_sum_exp_all(bz, c, nr, shift, s):  # pragma: no cover - replaced by the overload
     """``s[r] = sum_j exp(z[r, j] - shift[r])`` over every term of a turned block."""
+    raise NotImplementedError
+
+
+@overload(_turned_sum_exp_all, jit_options=_OVERLOAD_ROW)
+def _turned_sum_exp_all_impl(bz, c, nr, shift, s):
+    # float32 on an AVX-512 CPU: the explicit 16-lane loop over all of the block's columns
+    # (kernels/_simd.py); else the vectorised scalar loop over its nr rows
+    if has_avx512() and turned_sum_accepts(bz, c, shift, s):
+        return lambda bz, c, nr, shift, s: turned_sum_exp2_f32(bz, c, shift, s)
+    return lambda bz, c, nr, shift, s: _turned_sum_exp_all_scalar(bz, c, nr, shift, s)
+
+
+@njit(**ROW)
+def _turned_sum_exp_all_scalar(bz, c, nr, shift, s):
     log2e = as_type_of(LOG2E, shift[0])
     for r in range(nr):
         s[r] = as_type_of(0.0, shift[0])

@@ -21,7 +21,9 @@ are taken relative to the same ``M``, so large logits never cancel.  The sum of
 exponentials (terms at most ``ACCEPT``) runs in the input precision over blocks of
 ``STREAM_BLOCK`` elements and in float64 across blocks, and so do the target sums, which are
 recomputed in float64 throughout when a float32 block sum overflows (logits near the
-float32 limit); the plain sum of logits (smoothing) runs in float64.
+float32 limit); the plain sum of logits (smoothing) runs in float64.  On CPUs with AVX-512,
+contiguous float32 rows take the sum of exponentials in one explicit 16-lane loop
+(``_simd``): each lane sums 16 terms in float32 before adding them to its float64 sum.
 
 Streaming: compute as heavy as ``2**u`` per element keeps too few loads in flight for the
 hardware prefetcher alone to reach the memory bandwidth, so the one-pass loops prefetch
@@ -38,11 +40,21 @@ Edge rules (tested in ``tests/test_extremes.py``):
 
 import numpy as np
 from numba import njit
+from numba.extending import overload
 
 from ._bits import from_ordered_bits, ordered_bits, prefetch
 from ._config import ROW, SCALAR
 from ._half import widen
 from ._math import as_type_of, fast_exp, fast_exp2
+from ._simd import (
+    dense_sums_f32_intrinsic,
+    has_avx512,
+    sum_exp2_f32,
+    sum_exp2_f32_accepts,
+    sum_exp2_f32_intrinsic,
+)
+
+_OVERLOAD_ROW = {k: v for k, v in ROW.items() if k != "cache"}
 
 #: Label value the wrappers use for rows that must not count (``ignore_class``).
 IGNORED = -1
@@ -102,12 +114,26 @@ def row_sum_exp(row, m):
 
 
 @njit(**ROW)
-def _block_sum_exp2(block, shift):
+def _block_sum_exp2_scalar(block, shift):
     log2e = as_type_of(LOG2E, shift)
     acc = as_type_of(0.0, shift)
     for j in range(block.shape[0]):
         acc += fast_exp2((widen(block[j]) - shift) * log2e)
     return np.float64(acc)
+
+
+def _block_sum_exp2(block, shift):  # pragma: no cover - replaced by the overload
+    """``sum 2**((block - shift) log2 e)`` of one block in its precision, as float64."""
+    raise NotImplementedError
+
+
+@overload(_block_sum_exp2, jit_options=_OVERLOAD_ROW)
+def _block_sum_exp2_impl(block, shift):
+    # contiguous float32 on an AVX-512 CPU: the explicit 16-lane loop (kernels/_simd.py),
+    # about 30% cheaper per element; everything else: the vectorised scalar loop
+    if has_avx512() and sum_exp2_f32_accepts(block, shift):
+        return lambda block, shift: sum_exp2_f32(block, shift)
+    return lambda block, shift: _block_sum_exp2_scalar(block, shift)
 
 
 @njit(**ROW)
@@ -127,15 +153,31 @@ def row_sum(row):
     return s
 
 
+_stream_sum_exp2_f32 = sum_exp2_f32_intrinsic(PREFETCH_AHEAD)
+
+
 @njit(**ROW)
-def stream_sum_exp2(row, shift):
-    """``sum 2**((row - shift) log2 e)`` (float64), streamed with software prefetch."""
+def _stream_sum_exp2_scalar(row, shift):
     s = 0.0
     prefetch_span(row, 0, PREFETCH_AHEAD)
     for q in range(0, row.shape[0], STREAM_BLOCK):
         prefetch_span(row, q + PREFETCH_AHEAD, q + PREFETCH_AHEAD + STREAM_BLOCK)
         s += _block_sum_exp2(row[q : q + STREAM_BLOCK], shift)
     return s
+
+
+def stream_sum_exp2(row, shift):  # pragma: no cover - replaced by the overload
+    """``sum 2**((row - shift) log2 e)`` (float64), streamed with software prefetch."""
+    raise NotImplementedError
+
+
+@overload(stream_sum_exp2, jit_options=_OVERLOAD_ROW)
+def _stream_sum_exp2_impl(row, shift):
+    # contiguous float32 on an AVX-512 CPU: one explicit 16-lane loop over the whole row
+    # (kernels/_simd.py); calling it per block of 256 cost 0.19 cycles per element more
+    if has_avx512() and sum_exp2_f32_accepts(row, shift):
+        return lambda row, shift: _stream_sum_exp2_f32(row, shift)
+    return lambda row, shift: _stream_sum_exp2_scalar(row, shift)
 
 
 @njit(**ROW)
@@ -252,8 +294,32 @@ def _row_target_sums_f64(row, trow, shift):
     return t_sum, tz
 
 
+_dense_sums_f32 = dense_sums_f32_intrinsic(PREFETCH_AHEAD)
+
+
+def dense_row_sums(row, trow, shift, exact):  # pragma: no cover - replaced by the overload
+    """``(sum exp(z - M), sum t, sum t (z - M) where t != 0)`` of a row (float64), streamed
+    with software prefetch; ``exact`` takes the full-range exp (the fallback path)."""
+    raise NotImplementedError
+
+
+@overload(dense_row_sums, jit_options=_OVERLOAD_ROW)
+def _dense_row_sums_impl(row, trow, shift, exact):
+    # contiguous float32 logits and targets on an AVX-512 CPU: one explicit 16-lane loop
+    # over the row (kernels/_simd.py) for the one-pass sums
+    if has_avx512() and sum_exp2_f32_accepts(row, shift) and sum_exp2_f32_accepts(trow, shift):
+
+        def impl(row, trow, shift, exact):
+            if exact:
+                return _dense_row_sums_scalar(row, trow, shift, exact)
+            return _dense_sums_f32(row, trow, shift)
+
+        return impl
+    return lambda row, trow, shift, exact: _dense_row_sums_scalar(row, trow, shift, exact)
+
+
 @njit(**ROW)
-def dense_row_sums(row, trow, shift, exact):
+def _dense_row_sums_scalar(row, trow, shift, exact):
     s = 0.0
     t_sum = 0.0
     tz = 0.0

@@ -151,3 +151,79 @@ def test_exp2_accuracy_and_clamps(dtype):
     assert np.all((edge >= 0) & (edge <= np.finfo(dtype).tiny))
     got = fn(np.array([np.nan, 64.0, 100.0, np.inf], dtype))
     assert np.isnan(got[0]) and np.all(got[1:] == dtype(2.0**64))
+
+
+# ------------------------------------------------------------ the AVX-512 sum of 2**u
+def _simd_sums():
+    from numba import njit
+
+    from xent.kernels._simd import dense_sums_f32_intrinsic, sum_exp2_f32, sum_exp2_f32_intrinsic
+
+    streamed = sum_exp2_f32_intrinsic(256)
+    dense_sums = dense_sums_f32_intrinsic(256)
+
+    @njit
+    def each(x, shift, out):  # one-element rows: 2**u of every element on its own
+        for j in range(x.shape[0]):
+            out[j] = sum_exp2_f32(x[j : j + 1], shift)
+
+    @njit
+    def whole(x, t, shift):
+        return sum_exp2_f32(x, shift), streamed(x, shift), dense_sums(x, t, shift)
+
+    return each, whole
+
+
+needs_avx512 = pytest.mark.skipif(
+    not __import__("xent.kernels._simd", fromlist=["has_avx512"]).has_avx512(),
+    reason="the 16-lane loop is compiled only for CPUs with AVX-512 (others use the scalar loop)",
+)
+
+
+@needs_avx512
+def test_simd_exp2_accuracy_and_edges():
+    each, _ = _simd_sums()
+    rng = np.random.default_rng(4)
+    log2e = np.float32(1.4426950408889634)
+    x = np.concatenate(
+        [rng.uniform(-87, 44, 300_000), rng.uniform(-2, 2, 100_000), np.linspace(-87, 44, 100_001)]
+    ).astype(np.float32)
+    got = np.empty(x.size)
+    each(x, np.float32(0.0), got)
+    u = x * log2e  # float32 product: the exponent the loop itself forms
+    assert ulp_error(got.astype(np.float32), u, np.exp2, np.float32) <= 2.0
+    edge = np.array([-np.inf, -150 / log2e, -1e4, np.nan, 64 / log2e, 100.0, np.inf], np.float32)
+    got = np.empty(edge.size)
+    each(edge, np.float32(0.0), got)
+    assert got[0] == 0.0 and got[1] == 0.0 and got[2] == 0.0  # exact zeros far below
+    assert np.isnan(got[3])
+    assert np.all(got[4:] >= 2.0**63.9)  # far above: large enough to reject a guessed shift
+    low = np.linspace(-127, -126, 51) / log2e  # between: at most the smallest normal number
+    got = np.empty(low.size)
+    each(low.astype(np.float32), np.float32(0.0), got)
+    assert np.all((got >= 0) & (got <= np.finfo(np.float32).tiny))
+
+
+@needs_avx512
+@pytest.mark.parametrize("n", [0, 1, 5, 15, 16, 17, 31, 255, 256, 257, 1000, 4099])
+def test_simd_sum_reads_only_the_row(n):
+    # the last partial vector is a masked load: NaN just past the row must not enter the sum
+    _, whole = _simd_sums()
+    rng = np.random.default_rng(n)
+    buf = np.full(n + 48, np.nan, np.float32)
+    buf[:n] = rng.standard_normal(n) * 3
+    tbuf = np.full(n + 48, np.nan, np.float32)
+    tbuf[:n] = rng.random(n) * (rng.random(n) < 0.7)  # some zero targets
+    buf[: n // 7] = -np.inf  # -inf logits where the target is 0 add nothing to sum t d
+    tbuf[: n // 7] = 0.0
+    shift = np.float32(buf[n // 7] if n else 0.0)
+    plain, streamed, (s, t_sum, tz) = whole(buf[:n], tbuf[:n], shift)
+    u = (buf[:n] - shift) * np.float32(1.4426950408889634)  # in float32, as the loop forms it
+    terms = np.exp2(u.astype(np.float64))
+    np.testing.assert_allclose(plain, terms.sum(), rtol=1e-6, atol=0)
+    assert plain == streamed == s  # every loop adds in the same order
+    t64 = tbuf[:n].astype(np.float64)
+    d64 = (buf[:n] - shift).astype(np.float64)
+    np.testing.assert_allclose(t_sum, t64.sum(), rtol=1e-6, atol=1e-12)
+    ref_tz = np.where(t64 != 0, t64 * np.where(t64 != 0, d64, 0.0), 0.0).sum()
+    np.testing.assert_allclose(tz, ref_tz, rtol=1e-5, atol=1e-5)

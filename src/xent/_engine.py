@@ -96,9 +96,11 @@ def exp_floor(x: np.ndarray) -> Callable[[], float]:
 
 
 def exp_vector_bits() -> int | None:
-    """The vector width LLVM chose for the kernels' ``2**u`` loop on this CPU: a probe loop of
-    the same shape and flags, compiled here (not cached), and the widest register its machine
-    code uses (512: zmm, 256: ymm, 128: xmm).  ``None`` off x86-64."""
+    """The vector width of the kernels' ``2**u`` loops on this CPU: 512 where the CPU has
+    AVX-512 (the explicit 16-lane float32 loops of ``kernels/_simd.py``), else the width LLVM
+    chose for a probe loop of the scalar code's shape and flags, compiled here (not cached):
+    the widest register its machine code uses (512: zmm, 256: ymm, 128: xmm).  ``None`` off
+    x86-64."""
     import platform
     import re
 
@@ -106,6 +108,8 @@ def exp_vector_bits() -> int | None:
 
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return None
+    if kernels.has_avx512():
+        return 512
 
     @njit(**{**kernels.ROW_OPTIONS, "cache": False})
     def probe(x):
