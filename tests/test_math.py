@@ -227,3 +227,47 @@ def test_simd_sum_reads_only_the_row(n):
     np.testing.assert_allclose(t_sum, t64.sum(), rtol=1e-6, atol=1e-12)
     ref_tz = np.where(t64 != 0, t64 * np.where(t64 != 0, d64, 0.0), 0.0).sum()
     np.testing.assert_allclose(tz, ref_tz, rtol=1e-5, atol=1e-5)
+
+
+def test_cpus_without_avx512_take_the_scalar_loops(tmp_path):
+    # On a CPU without AVX-512 the explicit loops must never be compiled (LLVM could not
+    # select their instructions): the kernels fall back to the scalar loops, with the same
+    # losses.  A Haswell target (AVX2, no AVX-512) in a fresh process and cache stands in
+    # for such a CPU; long rows and short rows, sparse and dense.
+    import json
+
+    from reference import categorical_crossentropy, sparse_categorical_crossentropy
+    from subproc import run_python
+
+    code = """
+        import json, numpy as np, xent
+        from xent import kernels
+        rng = np.random.default_rng(5)
+        out = {"avx512": kernels.has_avx512()}
+        for n, c in ((200, 1000), (300, 10)):
+            z = (rng.standard_normal((n, c)) * 3).astype(np.float32)
+            y = rng.integers(0, c, n)
+            t = rng.random((n, c)).astype(np.float32)
+            t /= t.sum(1, keepdims=True)
+            out[f"{c}"] = [z.tolist(), y.tolist(), t.tolist(),
+                xent.sparse_categorical_crossentropy(y, z, from_logits=True).tolist(),
+                xent.categorical_crossentropy(t, z, from_logits=True).tolist()]
+        print(json.dumps(out))
+    """
+    env = {
+        "NUMBA_CPU_NAME": "haswell",
+        "NUMBA_CPU_FEATURES": "+64bit,+avx,+avx2,+bmi,+bmi2,+cx16,+f16c,+fma,+lzcnt,+movbe,"
+        "+popcnt,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave",
+        "NUMBA_CACHE_DIR": str(tmp_path),
+    }
+    proc = run_python(code, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["avx512"] is False
+    for c in ("1000", "10"):
+        z, y, t, sparse, dense = (np.asarray(v) for v in got[c])
+        z = z.astype(np.float32)
+        ref_sparse, _ = sparse_categorical_crossentropy(y, z, from_logits=True)
+        ref_dense = categorical_crossentropy(t.astype(np.float32), z, from_logits=True)
+        np.testing.assert_allclose(sparse, ref_sparse, rtol=2e-6, atol=1e-6)
+        np.testing.assert_allclose(dense, ref_dense, rtol=2e-6, atol=1e-6)
