@@ -494,3 +494,119 @@ def turned_dense_sums_f32(typingctx, bz, bt, c, m, s, ties, tz):
         return _turned_loops(context, builder, signature, args, [0, 1], 2, [3], [4, 5, 6], step)
 
     return types.void(bz, bt, c, m, s, ties, tz), codegen
+
+
+# ------------------------------------------------------------ log1p of a block's sums
+#: ``vgetmantps`` immediate: mantissa in [3/4, 3/2) (bits 1:0 = 11), the source's sign.
+_MANT_3_4 = 0x03
+#: ``log`` of a float32 as ``_math.log_f32`` computes it: ``e ln 2 + log(1 + f)``, ``ln 2``
+#: split so that ``e`` times its high part is exact.
+_LN2HI_32L = 0.693145751953125
+_LN2LO_32L = 1.428606765330187e-06
+_R_LOG = (2.0 / 13.0, 2.0 / 11.0, 2.0 / 9.0, 2.0 / 7.0, 2.0 / 5.0, 2.0 / 3.0)
+
+
+def _log1p_vector(builder, x):
+    """IR of ``log1p(x)`` for a ``<16 x float>`` as ``_math.log1p_f32`` computes it, with the
+    exponent and the mantissa of ``u = 1 + x`` from ``vgetexpps`` / ``vgetmantps`` instead of
+    integer bit work (``m`` in [3/4, 3/2): ``|s| <= 0.2`` instead of 0.1716; the series'
+    next term is then 2e-11 relative)."""
+    from llvmlite import ir
+    from numba.core import cgutils
+
+    vf = x.type
+    i16, i32 = ir.IntType(16), ir.IntType(32)
+    module = builder.module
+    unmasked = [ir.Constant(vf, ir.Undefined), ir.Constant(i16, -1)]
+    rounding = [ir.Constant(i32, _CUR_DIRECTION)]
+    getexp = cgutils.get_or_insert_function(
+        module, ir.FunctionType(vf, [vf, vf, i16, i32]), "llvm.x86.avx512.mask.getexp.ps.512"
+    )
+    getmant = cgutils.get_or_insert_function(
+        module,
+        ir.FunctionType(vf, [vf, i32, vf, i16, i32]),
+        "llvm.x86.avx512.mask.getmant.ps.512",
+    )
+
+    def c(v):
+        return _splat(ir, vf, v)
+
+    def add(a, b):
+        return builder.fadd(a, b, flags=_CONTRACT)
+
+    def sub(a, b):
+        return builder.fsub(a, b, flags=_CONTRACT)
+
+    def mul(a, b):
+        return builder.fmul(a, b, flags=_CONTRACT)
+
+    u = add(c(1.0), x)
+    d = sub(u, c(1.0))  # exact: what rounding 1 + x lost is x - d
+    m = builder.call(getmant, [u, ir.Constant(i32, _MANT_3_4)] + unmasked + rounding)
+    k = builder.call(getexp, [u] + unmasked + rounding)  # floor(log2 u)
+    below_one = builder.fcmp_ordered("<", m, c(1.0))  # u = m 2**(k + 1)
+    e = add(k, builder.select(below_one, c(1.0), c(0.0)))
+    f = sub(m, c(1.0))  # exact
+    s = builder.fdiv(f, add(f, c(2.0)), flags=_CONTRACT)
+    z = mul(s, s)
+    r = c(_R_LOG[0])
+    for coef in _R_LOG[1:]:
+        r = add(mul(r, z), c(coef))
+    r = mul(r, z)
+    hf2 = mul(mul(c(0.5), f), f)
+    inner = sub(hf2, add(mul(s, add(hf2, r)), mul(e, c(_LN2LO_32L))))
+    log_u = sub(mul(e, c(_LN2HI_32L)), sub(inner, f))
+    # log1p(x) = log(u) x / (u - 1) corrects the rounding of u; u == 1 means log1p(x) = x
+    ratio = builder.fdiv(x, d, flags=_CONTRACT)
+    y = builder.select(builder.fcmp_ordered("!=", d, c(0.0)), mul(log_u, ratio), x)
+    return builder.select(builder.fcmp_ordered("==", u, c(float("inf"))), u, y)
+
+
+def log1p_rows_accepts(s, ties, out) -> bool:
+    """Whether :func:`log1p_rows_f32` takes these Numba types."""
+    return _f32_arrays(s, ties, out)
+
+
+@intrinsic
+def log1p_rows_f32(typingctx, s, ties, out):
+    """``out[r] = log1p(s[r] + (ties[r] - 1))`` for every ``r`` of ``out`` (float32, its length
+    a multiple of 16, ``s`` and ``ties`` at least as long): the last step of the short-row
+    kernels over a whole block buffer (rows past the block's are computed and not used).
+    AVX-512 only; nothing here checks the sizes."""
+    if not log1p_rows_accepts(s, ties, out):
+        return None
+
+    def codegen(context, builder, signature, args):
+        from llvmlite import ir
+
+        f32, i64 = ir.FloatType(), ir.IntType(64)
+        vf = ir.VectorType(f32, LANES)
+        sums, counts, dst = (
+            context.make_array(signature.args[k])(context, builder, args[k]) for k in range(3)
+        )
+        n = builder.extract_value(dst.shape, 0)
+
+        def at(data, offset):
+            return builder.bitcast(builder.gep(data, [offset]), vf.as_pointer())
+
+        entry = builder.block
+        head = builder.append_basic_block("log1p.rows")
+        body = builder.append_basic_block("log1p.row")
+        done = builder.append_basic_block("log1p.done")
+        builder.branch(head)
+        builder.position_at_end(head)
+        g = builder.phi(i64)
+        g.add_incoming(ir.Constant(i64, 0), entry)
+        builder.cbranch(builder.icmp_signed("<", g, n), body, done)
+        builder.position_at_end(body)
+        ties_less_one = builder.fsub(
+            builder.load(at(counts.data, g), align=4), _splat(ir, vf, 1.0), flags=_CONTRACT
+        )
+        x = builder.fadd(builder.load(at(sums.data, g), align=4), ties_less_one, flags=_CONTRACT)
+        builder.store(_log1p_vector(builder, x), at(dst.data, g), align=4)
+        g.add_incoming(builder.add(g, ir.Constant(i64, LANES)), body)
+        builder.branch(head)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+
+    return types.void(s, ties, out), codegen

@@ -14,6 +14,8 @@ from ._math import (
 )
 from ._simd import (
     has_avx512,
+    log1p_rows_accepts,
+    log1p_rows_f32,
     turned_dense_accepts,
     turned_dense_sums_f32,
     turned_sum_accepts,
@@ -304,8 +306,22 @@ def _turned_weigh(bt, c, nr, w):
             bt[j, r] *= wj
 
 
+def _log1p_into(s, ties, nr, out):  # pragma: no cover - replaced by the overload
+    """``out = log1p(s + ties - 1)`` for a block's rows (see :func:`_log1p_into_scalar`)."""
+    raise NotImplementedError
+
+
+@overload(_log1p_into, jit_options=_OVERLOAD_ROW)
+def _log1p_into_impl(s, ties, nr, out):
+    # float32 on an AVX-512 CPU: 16 lanes with the exponent and mantissa from vgetexpps /
+    # vgetmantps (kernels/_simd.py), over the whole block buffer
+    if has_avx512() and log1p_rows_accepts(s, ties, out):
+        return lambda s, ties, nr, out: log1p_rows_f32(s, ties, out)
+    return lambda s, ties, nr, out: _log1p_into_scalar(s, ties, nr, out)
+
+
 @njit(**SCALAR)
-def _log1p_into(s, ties, nr, out):
+def _log1p_into_scalar(s, ties, nr, out):
     """``out = log1p(s + ties - 1)`` (``ties - 1`` is an exact small integer, usually 0):
     one vectorised loop; contract-only flags keep log1p exact."""
     one = as_type_of(1.0, s[0])

@@ -229,6 +229,41 @@ def test_simd_sum_reads_only_the_row(n):
     np.testing.assert_allclose(tz, ref_tz, rtol=1e-5, atol=1e-5)
 
 
+@needs_avx512
+def test_simd_log1p_accuracy_and_edges():
+    # the short-row kernels' last step, log1p(s + ties - 1) over a block buffer: the same
+    # 3-ulp budget as the scalar log1p, on the sums it sees (s >= 0, ties >= 1)
+    from numba import njit
+
+    from xent.kernels._simd import log1p_rows_f32
+
+    @njit
+    def apply(s, ties, out):
+        log1p_rows_f32(s, ties, out)
+
+    rng = np.random.default_rng(6)
+    x = np.concatenate(
+        [
+            10.0 ** rng.uniform(-40, 0, 200_000),
+            rng.uniform(0, 64, 100_000),
+            10.0 ** rng.uniform(0, 37, 10_000),
+            [0.0, 1e-45, 0.5, 1.0, 2.0, 3.0],
+        ]
+    ).astype(np.float32)
+    x = np.concatenate([x, np.zeros(-x.size % 16, np.float32)])
+    out = np.empty_like(x)
+    apply(x, np.ones_like(x), out)
+    assert ulp_error(out, x, np.log1p, np.float32) <= 3.0
+    assert out[x == 0].max() == 0.0 and out[x == np.float32(1e-45)][0] == np.float32(1e-45)
+    ties = rng.integers(1, 4, x.size).astype(np.float32)  # tied maxima add whole ones
+    apply(x, ties, out)
+    arg = x + (ties - 1)
+    assert ulp_error(out, arg, np.log1p, np.float32) <= 3.0
+    edge = np.array([np.inf, np.nan, 3e38] + [0.0] * 13, np.float32)
+    apply(edge, np.ones(16, np.float32), out[:16])
+    assert out[0] == np.inf and np.isnan(out[1]) and abs(out[2] - np.log1p(3e38)) < 1e-5
+
+
 def test_cpus_without_avx512_take_the_scalar_loops(tmp_path):
     # On a CPU without AVX-512 the explicit loops must never be compiled (LLVM could not
     # select their instructions): the kernels fall back to the scalar loops, with the same
