@@ -1,4 +1,5 @@
-"""Explicit 512-bit loops for CPUs with AVX-512: the sum of ``2**u`` over a float32 row.
+"""Explicit 512-bit loops for CPUs with AVX-512: float32 sums of ``2**u`` (a row; a row with
+its targets; the columns of a turned short-row block) and the short-row blocks' ``log1p``.
 
 The one-pass ``2**u`` of ``_math`` is plain scalar code that LLVM vectorises; it needs a clamp
 on each side, a rounding by a "magic" constant (two adds and a subtraction) and the exponent
@@ -25,6 +26,10 @@ Edge values: ``u = -inf`` gives an exact 0 (``vreduceps`` of an infinity is 0 an
 (smaller than any term of a sum whose largest term is at least 1); NaN gives NaN; ``u``
 above 64 gives at least ``2**64`` (inf beyond 128), so the one-pass sums still reject a
 guessed shift that lies far below the row maximum.
+
+The short-row blocks end with one ``log1p`` per row; :func:`log1p_rows_f32` computes it as
+``_math.log1p_f32`` does, with the exponent and mantissa from ``vgetexpps`` / ``vgetmantps``
+instead of integer bit work (which LLVM did in 64-bit lanes there).
 
 Only compiled where the CPU has AVX-512F and AVX-512DQ (:func:`has_avx512`, read from the
 features Numba compiles for, which also key its cache): elsewhere the callers keep their
@@ -95,9 +100,7 @@ def _exp2_vector(builder, u):
     f = builder.call(reduce_, [u, ir.Constant(i32, _REDUCE_FLOOR)] + unmasked)
     p = _splat(ir, vf, _P[-1])
     for c in _P[-2::-1] + (1.0,):  # Horner, each step one fused multiply-add
-        p = builder.fadd(
-            builder.fmul(p, f, flags=("contract",)), _splat(ir, vf, c), flags=("contract",)
-        )
+        p = builder.fadd(builder.fmul(p, f, flags=_CONTRACT), _splat(ir, vf, c), flags=_CONTRACT)
     return builder.call(scalef, [p, u] + unmasked)
 
 
