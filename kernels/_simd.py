@@ -40,6 +40,8 @@ partial vector with a masked load).
 from numba import types
 from numba.extending import intrinsic
 
+from ._math import _LN2HI_32L, _LN2LO_32L  # log_f32's split of ln 2: one constant, not two
+
 #: float32 lanes of one 512-bit vector.
 LANES = 16
 _LOG2E_32 = 1.4426950408889634
@@ -106,13 +108,7 @@ def _exp2_vector(builder, u):
 
 def sum_exp2_f32_accepts(block, shift) -> bool:
     """Whether :func:`sum_exp2_f32` takes these Numba types."""
-    return (
-        isinstance(block, types.Array)
-        and block.ndim == 1
-        and block.layout == "C"
-        and block.dtype == types.float32
-        and shift == types.float32
-    )
+    return f32_rows_accept(block) and shift == types.float32
 
 
 #: float32 terms summed per lane before the lane sums are added to float64 ones (16 lanes x
@@ -312,7 +308,7 @@ def dense_sums_f32_intrinsic(ahead):
 
     @intrinsic
     def dense_sums(typingctx, row, trow, shift):
-        if not (sum_exp2_f32_accepts(row, shift) and _f32_arrays(trow)):
+        if not (sum_exp2_f32_accepts(row, shift) and f32_rows_accept(trow)):
             return None
         sig = types.UniTuple(types.float64, 3)(row, trow, shift)
         return sig, _dense_sums_codegen(ahead)
@@ -343,7 +339,8 @@ def sum_exp2_f32_intrinsic(ahead):
 sum_exp2_f32 = sum_exp2_f32_intrinsic(0)
 
 
-def _f32_arrays(*arrays, ndim=1):
+def f32_rows_accept(*arrays, ndim=1) -> bool:
+    """Whether every Numba type is a C-contiguous float32 array of ``ndim`` dimensions."""
     return all(
         isinstance(a, types.Array)
         and a.ndim == ndim
@@ -355,13 +352,17 @@ def _f32_arrays(*arrays, ndim=1):
 
 def turned_sum_accepts(bz, c, shift, s) -> bool:
     """Whether :func:`turned_sum_exp2_f32` takes these Numba types."""
-    return _f32_arrays(bz, ndim=2) and isinstance(c, types.Integer) and _f32_arrays(shift, s)
+    return (
+        f32_rows_accept(bz, ndim=2) and isinstance(c, types.Integer) and f32_rows_accept(shift, s)
+    )
 
 
 def turned_dense_accepts(bz, bt, c, m, s, ties, tz) -> bool:
     """Whether :func:`turned_dense_sums_f32` takes these Numba types."""
     return (
-        _f32_arrays(bz, bt, ndim=2) and isinstance(c, types.Integer) and _f32_arrays(m, s, ties, tz)
+        f32_rows_accept(bz, bt, ndim=2)
+        and isinstance(c, types.Integer)
+        and f32_rows_accept(m, s, ties, tz)
     )
 
 
@@ -502,10 +503,7 @@ def turned_dense_sums_f32(typingctx, bz, bt, c, m, s, ties, tz):
 # ------------------------------------------------------------ log1p of a block's sums
 #: ``vgetmantps`` immediate: mantissa in [3/4, 3/2) (bits 1:0 = 11), the source's sign.
 _MANT_3_4 = 0x03
-#: ``log`` of a float32 as ``_math.log_f32`` computes it: ``e ln 2 + log(1 + f)``, ``ln 2``
-#: split so that ``e`` times its high part is exact.
-_LN2HI_32L = 0.693145751953125
-_LN2LO_32L = 1.428606765330187e-06
+#: The series of ``_math.log_f32``'s ``R(s**2)``, highest term first.
 _R_LOG = (2.0 / 13.0, 2.0 / 11.0, 2.0 / 9.0, 2.0 / 7.0, 2.0 / 5.0, 2.0 / 3.0)
 
 
@@ -567,7 +565,7 @@ def _log1p_vector(builder, x):
 
 def log1p_rows_accepts(s, ties, out) -> bool:
     """Whether :func:`log1p_rows_f32` takes these Numba types."""
-    return _f32_arrays(s, ties, out)
+    return f32_rows_accept(s, ties, out)
 
 
 @intrinsic

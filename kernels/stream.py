@@ -48,6 +48,7 @@ from ._half import widen
 from ._math import as_type_of, fast_exp, fast_exp2
 from ._simd import (
     dense_sums_f32_intrinsic,
+    f32_rows_accept,
     has_avx512,
     sum_exp2_f32,
     sum_exp2_f32_accepts,
@@ -307,7 +308,7 @@ def dense_row_sums(row, trow, shift, exact):  # pragma: no cover - replaced by t
 def _dense_row_sums_impl(row, trow, shift, exact):
     # contiguous float32 logits and targets on an AVX-512 CPU: one explicit 16-lane loop
     # over the row (kernels/_simd.py) for the one-pass sums
-    if has_avx512() and sum_exp2_f32_accepts(row, shift) and sum_exp2_f32_accepts(trow, shift):
+    if has_avx512() and sum_exp2_f32_accepts(row, shift) and f32_rows_accept(trow):
 
         def impl(row, trow, shift, exact):
             if exact:
