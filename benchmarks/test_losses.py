@@ -34,7 +34,7 @@ def test_loss(benchmark, bench_data, impl):
             threads=numba.get_num_threads(),
             threading_layer=bench._threading_layer(),
         )
-    if impl.loss not in (bench.BASELINE, bench.FLOOR):
+    if impl.loss not in bench.LIMITS:
         rtol = bench.tolerance(impl, data.case)
         ok = bool(np.isclose(value, expected, rtol=rtol, atol=1e-5))
         benchmark.extra_info["correct"] = ok

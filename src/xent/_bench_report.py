@@ -7,9 +7,11 @@ import numpy as np
 
 from xent._engine import exp_vector_bits
 
-#: What the two limits are called in a result's ``loss`` field (not losses: no value is checked).
-BASELINE, FLOOR = "baseline", "floor"
-LIMITS = (BASELINE, FLOOR)
+#: What the limits are called in a result's ``loss`` field (not losses: no value is checked):
+#: the row sum over the logits, the row sum over the dense targets (a second allocation of
+#: the same shape, which a dense call also streams) and the exp floor.
+BASELINE, TARGETS_BASELINE, FLOOR = "baseline", "baseline targets", "floor"
+LIMITS = (BASELINE, TARGETS_BASELINE, FLOOR)
 
 
 def _threading_layer() -> str:
@@ -150,9 +152,12 @@ def format_table(report: dict) -> str:
         rows = entry["results"]
         base = next((r for r in rows if r["loss"] == BASELINE), None)
         floor = next((r for r in rows if r["loss"] == FLOOR), None)
+        targets = next((r for r in rows if r["loss"] == TARGETS_BASELINE), None)
         limits = []
         if base:
             limits.append(f"memory: {base['impl']} {base['ms']:.2f} ms ({base['gbps']:.1f} GB/s)")
+        if targets:
+            limits.append(f"{targets['impl']} {targets['ms']:.2f} ms ({targets['gbps']:.1f} GB/s)")
         if floor:
             cpe = cycles_per_element(report, entry, floor["ms"])
             what = f", {cpe:.2f} cycles per element per core" if cpe else ""
@@ -198,8 +203,9 @@ def format_table(report: dict) -> str:
     lines.append("")
     lines.append(
         "ms: median; p20-p80: the 20th and 80th percentiles of the timed calls. % of memory "
-        "limit: speed relative to the memory baseline (row sum; read-write for fwd+bwd) for the "
-        "bytes the call must move (dense: logits and targets). % of exp floor: the exp floor's "
+        "limit: the memory baseline's time for the bytes the call must move over the call's time "
+        "(row sum; read-write for fwd+bwd; dense: the logits at the logits' row-sum speed plus "
+        "the targets at the targets' own, a separate allocation). % of exp floor: the exp floor's "
         "time over the call's (one vectorised exp per element from cache, no memory traffic; "
         "logits only). Binding limit: the larger of the two limit times, and the fraction of it "
         "reached. extra MiB: peak NumPy allocation during one call beyond the inputs "
@@ -249,9 +255,12 @@ def plot(report: dict, path: str) -> None:
         base = next((r for r in entry["results"] if r["loss"] == BASELINE), None)
         floor = next((r for r in entry["results"] if r["loss"] == FLOOR), None)
         marks = []
+        targets = next((r for r in entry["results"] if r["loss"] == TARGETS_BASELINE), None)
         if base:
             ax.axvline(base["ms"], color="black", ls="--", lw=0.9)
             marks.append(f"memory {base['ms']:.3g} ms (dashed)")
+        if targets:  # dense calls' ticks add this to the logits' time
+            marks.append(f"targets {targets['ms']:.3g} ms")
         if floor and entry["case"]["inputs"] == "logits":
             ax.axvline(floor["ms"], color="crimson", ls=":", lw=1.2)
             marks.append(f"exp floor {floor['ms']:.3g} ms (dotted)")

@@ -2,8 +2,8 @@
 
 One registry (:data:`REGISTRY`) drives both ``xent bench`` and the pytest-benchmark suite in
 ``benchmarks/``; every entry also checks its result against a float64 NumPy evaluation of the
-formula.  Throughput is reported in GB/s of the arrays the call is given, and as a fraction of
-a plain Numba row sum over the same logits measured in the same run (the memory limit).
+formula.  Throughput is reported in GB/s of the arrays the call is given, and against plain
+Numba row sums over the same logits and targets measured in the same run (the memory limit).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import xent
 from xent._bench_report import (
     BASELINE,
     FLOOR,
+    LIMITS,
+    TARGETS_BASELINE,
     _threading_layer,
     format_table,
     machine_info,
@@ -100,6 +102,9 @@ class Impl:
     make: Callable[[Data], Callable[[], float] | None]
     requires: str | None = None  # module that must be importable
     bytes_read: Callable[[Data], int] | None = None
+    #: of those bytes, the dense targets' (timed against the targets' own row sum); by
+    #: default the targets array for a dense loss, none otherwise
+    target_bytes_read: Callable[[Data], int] | None = None
     task: str | None = "loss"  # the cases it runs on ("loss", "grad"; None: both)
     #: what is checked of a gradient implementation's result (outside the timing)
     summary: Callable[[Data, object], float] | None = None
@@ -121,6 +126,12 @@ class Impl:
             return self.bytes_read(data)
         n = data.scores.nbytes * (2 if self.task == "grad" else 1)
         return n + (data.onehot.nbytes if self.loss == "dense" else data.labels.nbytes)
+
+    def target_bytes(self, data: Data) -> int:
+        """Of :meth:`nbytes`, the bytes of the dense targets."""
+        if self.target_bytes_read is not None:
+            return self.target_bytes_read(data)
+        return data.onehot.nbytes if self.loss in ("dense", TARGETS_BASELINE) else 0
 
     def runs_on(self, case: Case) -> bool:
         return self.task is None or self.task == case.task
@@ -301,11 +312,12 @@ def _exp_floor(data: Data):
     return exp_floor(data.scores)
 
 
-def _rowsum_baseline(data: Data):
+def _rowsum_baseline(data: Data, targets: bool = False):
     from xent._engine import row_sums
 
+    x = data.onehot if targets else data.scores
     out = np.empty(data.case.rows)
-    return lambda: float(row_sums(data.scores, out)[0]) if data.case.rows else 0.0
+    return lambda: float(row_sums(x, out)[0]) if data.case.rows else 0.0
 
 
 # ---------------------------------------------------------------- forward + backward
@@ -421,6 +433,12 @@ def _grad_impls() -> list[Impl]:
 
 REGISTRY: list[Impl] = [
     Impl("row-sum baseline", BASELINE, _rowsum_baseline, bytes_read=lambda d: d.scores.nbytes),
+    Impl(
+        "targets' row sum",
+        TARGETS_BASELINE,
+        lambda d: _rowsum_baseline(d, targets=True),
+        bytes_read=lambda d: d.onehot.nbytes,
+    ),
     Impl("exp floor", FLOOR, _exp_floor, bytes_read=lambda d: 0, task=None),
     Impl("xent sparse", "sparse", _xent_sparse),
     Impl("xent categorical", "dense", _xent_dense),
@@ -436,6 +454,7 @@ REGISTRY: list[Impl] = [
         "dense",
         lambda d: _xent_float32(d, False),
         bytes_read=_float32_bytes(False),
+        target_bytes_read=lambda d: 2 * d.onehot.nbytes,
     ),
     Impl("numpy sparse", "sparse", _numpy_sparse),
     Impl("torch sparse", "sparse", _torch_sparse, requires="torch"),
@@ -623,7 +642,7 @@ def run(
             seconds = float(np.median(times))
             value = impl.checked(data, value)
             rtol = tolerance(impl, case)
-            limit = impl.loss in (BASELINE, FLOOR)
+            limit = impl.loss in LIMITS
             ok = limit or bool(np.isclose(value, want, rtol=rtol, atol=1e-5))
             nbytes = impl.nbytes(data)
             traced = impl.requires is None  # tracemalloc sees NumPy's allocations only
@@ -635,6 +654,7 @@ def run(
                     ms_percentiles=percentiles(times),
                     samples=len(times),
                     bytes=nbytes,
+                    target_bytes=impl.target_bytes(data) if impl.task != "grad" else 0,
                     gbps=nbytes / seconds / 1e9,
                     value=value,
                     correct=ok,
@@ -658,19 +678,23 @@ def run(
 
 def add_limits(rows: list[dict], case: Case) -> None:
     """Put each result against the two limits measured in the same run (see README,
-    "Benchmarks"): ``pct_of_baseline``, its speed as a percentage of the memory baseline's
-    (row sum, or read-write for a gradient) for the bytes it must move; ``pct_of_exp_floor``,
+    "Benchmarks"): ``pct_of_baseline``, the memory baseline's time for the bytes it must move
+    over its own time (row sum, or read-write for a gradient; a dense call's targets at the
+    speed of the row sum over the targets, a second allocation); ``pct_of_exp_floor``,
     the exp floor's time over its own (logits only: one ``exp`` per element is the least a
     loss of logits computes); ``limit``, the binding one (the larger time), and
     ``pct_of_limit``, the fraction of it reached (100% = at the limit)."""
     base = next(r for r in rows if r["loss"] == BASELINE)
+    targets = next((r for r in rows if r["loss"] == TARGETS_BASELINE), base)
     floor = next((r for r in rows if r["loss"] == FLOOR), None)
     for r in rows:
-        r["pct_of_baseline"] = 100.0 * r["gbps"] / base["gbps"] if r["bytes"] else None
-        memory_ms = base["ms"] * r["bytes"] / base["bytes"] if r["bytes"] else 0.0
+        tb = r.get("target_bytes", 0)
+        memory_ms = base["ms"] * (r["bytes"] - tb) / base["bytes"] if r["bytes"] else 0.0
+        memory_ms += targets["ms"] * tb / targets["bytes"] if tb else 0.0
+        r["pct_of_baseline"] = 100.0 * memory_ms / r["ms"] if r["bytes"] else None
         exp_ms = floor["ms"] if floor is not None and case.inputs == "logits" else 0.0
         r["pct_of_exp_floor"] = 100.0 * exp_ms / r["ms"] if exp_ms else None
-        if r["loss"] in (BASELINE, FLOOR):
+        if r["loss"] in LIMITS:
             r["limit"], r["pct_of_limit"] = None, None
             continue
         r["limit"] = "exp" if exp_ms > memory_ms else "memory"
@@ -698,10 +722,14 @@ def csv_rows(report: dict) -> list[dict]:
         case = entry["case"]
         for r in entry["results"]:
             pct = r["ms_percentiles"]
-            kernel = {BASELINE: "memory limit", FLOOR: "exp limit"}.get(r["loss"], r["loss"])
+            kernel = {
+                BASELINE: "memory limit",
+                TARGETS_BASELINE: "memory limit (targets)",
+                FLOOR: "exp limit",
+            }.get(r["loss"], r["loss"])
             common = dict(
                 kernel=kernel + (" fwd+bwd" if case["task"] == "grad" else ""),
-                provider="limit" if r["loss"] in (BASELINE, FLOOR) else provider(r["impl"]),
+                provider="limit" if r["loss"] in LIMITS else provider(r["impl"]),
                 implementation=r["impl"],
                 rows=case["rows"],
                 classes=case["classes"],
@@ -723,9 +751,9 @@ def csv_rows(report: dict) -> list[dict]:
             add("time", "ms", lambda ms: ms)
             if r["bytes"]:
                 add("throughput", "GB/s", lambda ms, b=r["bytes"]: b / ms / 1e6)
-            if r.get("pct_of_baseline") is not None and r["loss"] != BASELINE:
+            if r.get("pct_of_baseline") is not None and r["loss"] not in LIMITS:
                 add("pct_of_memory_limit", "%", lambda ms, p=r: p["pct_of_baseline"] * p["ms"] / ms)
-            if r.get("pct_of_exp_floor") is not None and r["loss"] != BASELINE:
+            if r.get("pct_of_exp_floor") is not None and r["loss"] not in LIMITS:
                 add("pct_of_exp_limit", "%", lambda ms, p=r: p["pct_of_exp_floor"] * p["ms"] / ms)
     return out
 
