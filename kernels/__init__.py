@@ -23,7 +23,7 @@ from .grad import (
     sparse_short_rows_grad,
 )
 from .long_rows import dense_logits_long_rows, sparse_logits_long_rows
-from .probs import dense_probs, probability_rows, sparse_probs
+from .probs import dense_probs, dense_probs_short_rows, probability_rows, sparse_probs
 from .reduce import float64_total
 from .rows import dense_logits, sparse_logits
 from .short_rows import SHORT_ROW_BYTES, dense_logits_short_rows, sparse_logits_short_rows
@@ -40,6 +40,7 @@ __all__ = [
     "dense_logits_long_rows",
     "dense_logits_short_rows",
     "dense_probs",
+    "dense_probs_short_rows",
     "evaluate_dense",
     "evaluate_sparse",
     "evaluation_sums",

@@ -1,5 +1,6 @@
 """Explicit 512-bit loops for CPUs with AVX-512: float32 sums of ``2**u`` (a row; a row with
-its targets; the columns of a turned short-row block) and the short-row blocks' ``log1p``.
+its targets; the columns of a turned short-row block), the short-row blocks' ``log1p`` and the
+logs of clipped probabilities.
 
 The one-pass ``2**u`` of ``_math`` is plain scalar code that LLVM vectorises; it needs a clamp
 on each side, a rounding by a "magic" constant (two adds and a subtraction) and the exponent
@@ -29,7 +30,9 @@ guessed shift that lies far below the row maximum.
 
 The short-row blocks end with one ``log1p`` per row; :func:`log1p_rows_f32` computes it as
 ``_math.log1p_f32`` does, with the exponent and mantissa from ``vgetexpps`` / ``vgetmantps``
-instead of integer bit work (which LLVM did in 64-bit lanes there).
+instead of integer bit work (which LLVM did in 64-bit lanes there); :func:`log_rows_f32` takes
+the logs of the probability kernels' clipped pieces the same way (1.35 cycles per element from
+L1 against 2.4 for the vectorised ``_math.log_f32``, AMD EPYC Zen 4; within 0.89 ulp).
 
 Only compiled where the CPU has AVX-512F and AVX-512DQ (:func:`has_avx512`, read from the
 features Numba compiles for, which also key its cache): elsewhere the callers keep their
@@ -507,15 +510,28 @@ _MANT_3_4 = 0x03
 _R_LOG = (2.0 / 13.0, 2.0 / 11.0, 2.0 / 9.0, 2.0 / 7.0, 2.0 / 5.0, 2.0 / 3.0)
 
 
-def _log1p_vector(builder, x):
-    """IR of ``log1p(x)`` for a ``<16 x float>`` as ``_math.log1p_f32`` computes it, with the
-    exponent and the mantissa of ``u = 1 + x`` from ``vgetexpps`` / ``vgetmantps`` instead of
-    integer bit work (``m`` in [3/4, 3/2): ``|s| <= 0.2`` instead of 0.1716; the series'
-    next term is then 2e-11 relative)."""
+def _ops(builder, vf):
+    """Constant splats and contract-flagged arithmetic on ``<16 x float>`` vectors."""
+    from llvmlite import ir
+
+    return (
+        lambda v: _splat(ir, vf, v),
+        lambda a, b: builder.fadd(a, b, flags=_CONTRACT),
+        lambda a, b: builder.fsub(a, b, flags=_CONTRACT),
+        lambda a, b: builder.fmul(a, b, flags=_CONTRACT),
+    )
+
+
+def _log_core(builder, u):
+    """IR of ``log(u)`` for a ``<16 x float>`` of positive finite values, as
+    ``_math.log_f32`` computes it (``e ln 2 + 2 atanh(s)``), with the exponent and the
+    mantissa from ``vgetexpps`` / ``vgetmantps`` instead of integer bit work (subnormals
+    included): ``m`` in [3/4, 3/2), so ``|s| <= 0.2`` instead of 0.1716; the series' next term
+    is then 2e-11 relative."""
     from llvmlite import ir
     from numba.core import cgutils
 
-    vf = x.type
+    vf = u.type
     i16, i32 = ir.IntType(16), ir.IntType(32)
     module = builder.module
     unmasked = [ir.Constant(vf, ir.Undefined), ir.Constant(i16, -1)]
@@ -528,21 +544,7 @@ def _log1p_vector(builder, x):
         ir.FunctionType(vf, [vf, i32, vf, i16, i32]),
         "llvm.x86.avx512.mask.getmant.ps.512",
     )
-
-    def c(v):
-        return _splat(ir, vf, v)
-
-    def add(a, b):
-        return builder.fadd(a, b, flags=_CONTRACT)
-
-    def sub(a, b):
-        return builder.fsub(a, b, flags=_CONTRACT)
-
-    def mul(a, b):
-        return builder.fmul(a, b, flags=_CONTRACT)
-
-    u = add(c(1.0), x)
-    d = sub(u, c(1.0))  # exact: what rounding 1 + x lost is x - d
+    c, add, sub, mul = _ops(builder, vf)
     m = builder.call(getmant, [u, ir.Constant(i32, _MANT_3_4)] + unmasked + rounding)
     k = builder.call(getexp, [u] + unmasked + rounding)  # floor(log2 u)
     below_one = builder.fcmp_ordered("<", m, c(1.0))  # u = m 2**(k + 1)
@@ -556,11 +558,61 @@ def _log1p_vector(builder, x):
     r = mul(r, z)
     hf2 = mul(mul(c(0.5), f), f)
     inner = sub(hf2, add(mul(s, add(hf2, r)), mul(e, c(_LN2LO_32L))))
-    log_u = sub(mul(e, c(_LN2HI_32L)), sub(inner, f))
+    return sub(mul(e, c(_LN2HI_32L)), sub(inner, f))
+
+
+def _log1p_vector(builder, x):
+    """IR of ``log1p(x)`` for a ``<16 x float>`` as ``_math.log1p_f32`` computes it, the log
+    of ``u = 1 + x`` by :func:`_log_core`."""
+    c, add, sub, mul = _ops(builder, x.type)
+    u = add(c(1.0), x)
+    d = sub(u, c(1.0))  # exact: what rounding 1 + x lost is x - d
+    log_u = _log_core(builder, u)
     # log1p(x) = log(u) x / (u - 1) corrects the rounding of u; u == 1 means log1p(x) = x
     ratio = builder.fdiv(x, d, flags=_CONTRACT)
     y = builder.select(builder.fcmp_ordered("!=", d, c(0.0)), mul(log_u, ratio), x)
     return builder.select(builder.fcmp_ordered("==", u, c(float("inf"))), u, y)
+
+
+def _log_vector(builder, x):
+    """IR of ``log(x)`` for a ``<16 x float>``: :func:`_log_core`, and ``_math.log_f32``'s
+    values at the edges (``log 0 = -inf``, ``log(x < 0) = NaN``, ``log inf = inf``, NaN
+    kept)."""
+    c = _ops(builder, x.type)[0]
+    y = _log_core(builder, x)
+    y = builder.select(builder.fcmp_ordered("==", x, c(0.0)), c(float("-inf")), y)
+    y = builder.select(builder.fcmp_ordered("<", x, c(0.0)), c(float("nan")), y)
+    y = builder.select(builder.fcmp_ordered("==", x, c(float("inf"))), x, y)
+    return builder.select(builder.fcmp_unordered("uno", x, x), x, y)
+
+
+def _lane_loop(builder, n, name, step):
+    """IR of ``for g in range(0, n, 16): step(g)`` (``n`` a multiple of 16)."""
+    from llvmlite import ir
+
+    i64 = ir.IntType(64)
+    entry = builder.block
+    head = builder.append_basic_block(f"{name}.head")
+    body = builder.append_basic_block(f"{name}.body")
+    done = builder.append_basic_block(f"{name}.done")
+    builder.branch(head)
+    builder.position_at_end(head)
+    g = builder.phi(i64)
+    g.add_incoming(ir.Constant(i64, 0), entry)
+    builder.cbranch(builder.icmp_signed("<", g, n), body, done)
+    builder.position_at_end(body)
+    step(g)
+    g.add_incoming(builder.add(g, ir.Constant(i64, LANES)), builder.block)
+    builder.branch(head)
+    builder.position_at_end(done)
+
+
+def _vector_at(builder, data, offset):
+    """Pointer to the ``<16 x float>`` at ``data[offset]``."""
+    from llvmlite import ir
+
+    vf = ir.VectorType(ir.FloatType(), LANES)
+    return builder.bitcast(builder.gep(data, [offset]), vf.as_pointer())
 
 
 def log1p_rows_accepts(s, ties, out) -> bool:
@@ -580,34 +632,49 @@ def log1p_rows_f32(typingctx, s, ties, out):
     def codegen(context, builder, signature, args):
         from llvmlite import ir
 
-        f32, i64 = ir.FloatType(), ir.IntType(64)
-        vf = ir.VectorType(f32, LANES)
         sums, counts, dst = (
             context.make_array(signature.args[k])(context, builder, args[k]) for k in range(3)
         )
-        n = builder.extract_value(dst.shape, 0)
 
-        def at(data, offset):
-            return builder.bitcast(builder.gep(data, [offset]), vf.as_pointer())
+        def step(g):
+            one = _splat(ir, ir.VectorType(ir.FloatType(), LANES), 1.0)
+            ties_less_one = builder.fsub(
+                builder.load(_vector_at(builder, counts.data, g), align=4), one, flags=_CONTRACT
+            )
+            total = builder.load(_vector_at(builder, sums.data, g), align=4)
+            x = builder.fadd(total, ties_less_one, flags=_CONTRACT)
+            builder.store(_log1p_vector(builder, x), _vector_at(builder, dst.data, g), align=4)
 
-        entry = builder.block
-        head = builder.append_basic_block("log1p.rows")
-        body = builder.append_basic_block("log1p.row")
-        done = builder.append_basic_block("log1p.done")
-        builder.branch(head)
-        builder.position_at_end(head)
-        g = builder.phi(i64)
-        g.add_incoming(ir.Constant(i64, 0), entry)
-        builder.cbranch(builder.icmp_signed("<", g, n), body, done)
-        builder.position_at_end(body)
-        ties_less_one = builder.fsub(
-            builder.load(at(counts.data, g), align=4), _splat(ir, vf, 1.0), flags=_CONTRACT
-        )
-        x = builder.fadd(builder.load(at(sums.data, g), align=4), ties_less_one, flags=_CONTRACT)
-        builder.store(_log1p_vector(builder, x), at(dst.data, g), align=4)
-        g.add_incoming(builder.add(g, ir.Constant(i64, LANES)), body)
-        builder.branch(head)
-        builder.position_at_end(done)
+        _lane_loop(builder, builder.extract_value(dst.shape, 0), "log1p", step)
         return context.get_dummy_value()
 
     return types.void(s, ties, out), codegen
+
+
+def log_rows_accepts(x, out) -> bool:
+    """Whether :func:`log_rows_f32` takes these Numba types."""
+    return f32_rows_accept(x, out)
+
+
+@intrinsic
+def log_rows_f32(typingctx, x, out):
+    """``out[g] = log(x[g])`` for every ``g`` of ``out`` (float32, its length a multiple of 16,
+    ``x`` at least as long; ``out`` may be ``x``): the logs of a turned block of clipped
+    probabilities in one loop.  AVX-512 only; nothing here checks the sizes."""
+    if not log_rows_accepts(x, out):
+        return None
+
+    def codegen(context, builder, signature, args):
+
+        src, dst = (
+            context.make_array(signature.args[k])(context, builder, args[k]) for k in (0, 1)
+        )
+
+        def step(g):
+            y = _log_vector(builder, builder.load(_vector_at(builder, src.data, g), align=4))
+            builder.store(y, _vector_at(builder, dst.data, g), align=4)
+
+        _lane_loop(builder, builder.extract_value(dst.shape, 0), "log", step)
+        return context.get_dummy_value()
+
+    return types.void(x, out), codegen

@@ -37,10 +37,10 @@ from numba import njit, prange
 from ._bits import from_ordered_bits
 from ._bits import ordered_bits as ordered_key
 from ._config import PARALLEL, ROW, SCALAR
-from ._half import widen
+from ._half import widen, work_empty
 from ._math import as_type_of, fast_exp, fast_exp2, fast_log
 from .probs import clip, dense_probs_row, row_total
-from .rows import dense_row
+from .rows import dense_row, row_chunks
 from .stream import (
     ACCEPT,
     IGNORED,
@@ -356,33 +356,36 @@ def evaluate_dense(
     arg-max."""
     n = pred.shape[0]
     want_arg = out_arg.shape[0] == n
-    for i in prange(n):
-        row = pred[i]
-        trow = t[i]
-        y = _first_argmax_targets(trow)
-        out_y[i] = y
-        if from_logits:
-            loss, lse = dense_row(row, trow, 0.0, no_weights)
-            lse = np.float64(lse)
-            shift = as_type_of(lse, widen(row[0]))
-            h, sumsq, pt, tt = prob_moments(row, trow, True, True, shift, shift)
-            rank, best = rank_and_max(row, y, ties)
-            p_true = np.exp(np.float64(widen(row[y])) - lse)
-            top = np.exp(best - lse)
-        else:
-            loss = dense_probs_row(row, trow, 0.0, lo, hi, True)
-            total = row_total(row, True)
-            scale = as_type_of(1.0, total) / total
-            h, sumsq, pt, tt = prob_moments(row, trow, True, False, total, scale)
-            lse = np.log(np.float64(total))
-            rank, best = rank_and_max(row, y, ties)
-            p_true = np.float64(widen(row[y])) / np.float64(total)
-            top = best / np.float64(total)
-        out_loss[i] = loss
-        brier = sumsq - 2.0 * pt + tt
-        _store(i, rank, lse, top, -h, brier, p_true, out_rank, out_stats)
-        if want_arg:
-            out_arg[i] = y if rank == 0 and ties == TIES_STABLE else first_argmax(row, best)
+    per = row_chunks(n)
+    for chunk in prange((n + per - 1) // per):
+        q = work_empty(STREAM_BLOCK, pred)  # scratch of the probability loss's logs
+        for i in range(chunk * per, min(n, (chunk + 1) * per)):
+            row = pred[i]
+            trow = t[i]
+            y = _first_argmax_targets(trow)
+            out_y[i] = y
+            if from_logits:
+                loss, lse = dense_row(row, trow, 0.0, no_weights)
+                lse = np.float64(lse)
+                shift = as_type_of(lse, widen(row[0]))
+                h, sumsq, pt, tt = prob_moments(row, trow, True, True, shift, shift)
+                rank, best = rank_and_max(row, y, ties)
+                p_true = np.exp(np.float64(widen(row[y])) - lse)
+                top = np.exp(best - lse)
+            else:
+                loss = dense_probs_row(row, trow, 0.0, lo, hi, True, q)
+                total = row_total(row, True)
+                scale = as_type_of(1.0, total) / total
+                h, sumsq, pt, tt = prob_moments(row, trow, True, False, total, scale)
+                lse = np.log(np.float64(total))
+                rank, best = rank_and_max(row, y, ties)
+                p_true = np.float64(widen(row[y])) / np.float64(total)
+                top = best / np.float64(total)
+            out_loss[i] = loss
+            brier = sumsq - 2.0 * pt + tt
+            _store(i, rank, lse, top, -h, brier, p_true, out_rank, out_stats)
+            if want_arg:
+                out_arg[i] = y if rank == 0 and ties == TIES_STABLE else first_argmax(row, best)
 
 
 # ------------------------------------------------------------------ sums of a block

@@ -264,6 +264,38 @@ def test_simd_log1p_accuracy_and_edges():
     assert out[0] == np.inf and np.isnan(out[1]) and abs(out[2] - np.log1p(3e38)) < 1e-5
 
 
+@needs_avx512
+def test_simd_log_accuracy_and_edges():
+    # the short-row probability kernel's logs over a block buffer (in place): log_f32's 2-ulp
+    # budget over the whole float32 range, subnormals included, and its edge values
+    from numba import njit
+
+    from xent.kernels._simd import log_rows_f32
+
+    @njit
+    def apply(x):
+        log_rows_f32(x, x)
+
+    rng = np.random.default_rng(7)
+    x = np.concatenate(
+        [
+            rng.uniform(0, 2, 200_000),
+            10.0 ** rng.uniform(-44, 38, 200_000),
+            rng.uniform(1e-7, 1.0, 100_000),
+            [1e-45, 1.1754942e-38, 0.75, 0.7071, 1.0, 1.5, 2.0, 3.4e38],
+        ]
+    ).astype(np.float32)
+    x = np.concatenate([x[x > 0], np.ones(-x[x > 0].size % 16, np.float32)])
+    out = x.copy()
+    apply(out)
+    assert ulp_error(out, x, np.log, np.float32) <= 2.0
+    assert out[x == 1.0].max() == 0.0 == out[x == 1.0].min()
+    edge = np.array([np.nan, np.inf, -1.0, -0.0, 0.0, -np.inf] + [1.0] * 10, np.float32)
+    apply(edge)
+    assert np.isnan(edge[0]) and edge[1] == np.inf and np.isnan(edge[2])
+    assert edge[3] == -np.inf and edge[4] == -np.inf and np.isnan(edge[5])
+
+
 def test_cpus_without_avx512_take_the_scalar_loops(tmp_path):
     # On a CPU without AVX-512 the explicit loops must never be compiled (LLVM could not
     # select their instructions): the kernels fall back to the scalar loops, with the same
@@ -286,7 +318,8 @@ def test_cpus_without_avx512_take_the_scalar_loops(tmp_path):
             t /= t.sum(1, keepdims=True)
             out[f"{c}"] = [z.tolist(), y.tolist(), t.tolist(),
                 xent.sparse_categorical_crossentropy(y, z, from_logits=True).tolist(),
-                xent.categorical_crossentropy(t, z, from_logits=True).tolist()]
+                xent.categorical_crossentropy(t, z, from_logits=True).tolist(),
+                xent.categorical_crossentropy(t, t[::-1], label_smoothing=0.1).tolist()]
         print(json.dumps(out))
     """
     env = {
@@ -300,9 +333,12 @@ def test_cpus_without_avx512_take_the_scalar_loops(tmp_path):
     got = json.loads(proc.stdout)
     assert got["avx512"] is False
     for c in ("1000", "10"):
-        z, y, t, sparse, dense = (np.asarray(v) for v in got[c])
+        z, y, t, sparse, dense, probs = (np.asarray(v) for v in got[c])
         z = z.astype(np.float32)
         ref_sparse, _ = sparse_categorical_crossentropy(y, z, from_logits=True)
         ref_dense = categorical_crossentropy(t.astype(np.float32), z, from_logits=True)
         np.testing.assert_allclose(sparse, ref_sparse, rtol=2e-6, atol=1e-6)
         np.testing.assert_allclose(dense, ref_dense, rtol=2e-6, atol=1e-6)
+        t = t.astype(np.float32)  # probabilities too (short rows: the turned-block kernel)
+        ref_probs = categorical_crossentropy(t, t[::-1], label_smoothing=0.1, dtype=np.float32)
+        np.testing.assert_allclose(probs, ref_probs, rtol=2e-6, atol=1e-6)

@@ -12,6 +12,7 @@ import pytest
 from numba import njit
 
 from xent import kernels
+from xent._engine import kernel_view
 from xent.kernels.short_rows import ROW_MAX, ROW_SUM, SHORT_BLOCK, _turn_block, turned_rows
 
 import reference
@@ -147,6 +148,67 @@ def test_dense_short_rows_match_per_row_kernel_and_reference(
         label_smoothing=smoothing,
     )
     _same(got[plain], ref, dtype)
+
+
+def _probabilities(rng, c, dtype):
+    """Rows of probabilities with the rows the probability kernels treat specially: NaN, a
+    zero row (0 / 0), a row whose sum is subnormal (its scale 1 / sum overflows: divided, as
+    the per-row kernel does), entries outside [0, 1], one row tiny against the clip."""
+    p = rng.dirichlet(np.ones(c), N)
+    p[1, 0] = np.nan
+    p[2, :] = 0.0
+    p[3, :] = 1e-42 if dtype != np.float64 else 1e-310
+    p[4, 0] = 3.0
+    p[4, -1] = -0.5
+    p[65, :] = 1e-9
+    p[66, 0] = 1.0 - 1e-9  # the rest of row 66 below the clip
+    p[10, 0] = np.nan  # not renormalised, a NaN whose target is 0 adds nothing
+    return p.astype(dtype)
+
+
+@pytest.mark.parametrize(
+    "dtype, layout, target_dtype",
+    [(d, lay, "same") for d, lay in LAYOUTS]
+    + [(np.float32, "C", "uint8"), (np.float16, "C", "same")],
+)
+@pytest.mark.parametrize("c", [1, 2, 10, 24])
+@pytest.mark.parametrize("smoothing, renormalize", [(0.0, True), (0.0, False), (0.1, False)])
+def test_dense_probs_short_rows_match_per_row_kernel_and_reference(
+    dtype, c, layout, target_dtype, smoothing, renormalize
+):
+    rng = np.random.default_rng(c * 13 + int(renormalize))
+    p = _probabilities(rng, c, dtype)
+    labels = rng.integers(0, c, N)
+    labels[10] = c - 1
+    if target_dtype == "uint8":
+        t = np.eye(c, dtype=np.uint8)[labels]
+    else:
+        t = rng.dirichlet(np.ones(c), N).astype(dtype)
+        t[::3] = np.eye(c, dtype=dtype)[labels[::3]]  # some one-hot rows
+        t[10] = np.eye(c, dtype=dtype)[c - 1]
+        t[7, :] = 0.0  # no target mass
+        t[8, 0] = np.inf  # a non-finite target
+        t[9, :] = 0.0
+        t[9, -1] = 0.5  # a single target off the one-hot value
+    p, t = _layout(p, layout), _layout(t, layout)
+    work = np.float64 if dtype == np.float64 else np.float32
+    lo, hi = work(1e-7), work(1.0) - work(1e-7)
+    got, want = np.empty(N, work), np.empty(N, work)
+    kp, kt = kernel_view(p), kernel_view(t)  # float16 as its bits
+    kernels.dense_probs_short_rows(kp, kt, smoothing, lo, hi, renormalize, got)
+    kernels.dense_probs(kp, kt, smoothing, lo, hi, renormalize, want)
+    _same(got, want, work)
+    wide = p.astype(np.float64)
+    ref = reference.categorical_crossentropy(
+        t.astype(np.float64), wide, label_smoothing=smoothing, renormalize=renormalize, dtype=work
+    )
+    plain = np.ones(N, bool)
+    plain[3] = False  # a subnormal sum: the float32 division is inexact there
+    _same(got[plain], ref[plain], work)
+    # a row's result is its own: the same rows in other block positions, bit for bit
+    later = np.empty(N - 37, work)
+    kernels.dense_probs_short_rows(kp[37:], kt[37:], smoothing, lo, hi, renormalize, later)
+    np.testing.assert_array_equal(later, got[37:])
 
 
 def test_short_rows_are_exact_for_confident_rows():

@@ -331,6 +331,8 @@ TABLE = (
             _launch_logits),
     _Kernel(kernels.sparse_probs,             "sparse", False, _any_rows,   _SMOOTHING,
             _launch_probs),
+    _Kernel(kernels.dense_probs_short_rows,   "dense",  False, _short_dense_rows, _SMOOTHING,
+            _launch_probs),
     _Kernel(kernels.dense_probs,              "dense",  False, _any_rows,   _SMOOTHING,
             _launch_probs),
 )

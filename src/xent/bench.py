@@ -514,6 +514,7 @@ DEFAULT = [
     *_LOGITS_SHAPES,
     Case(1_000_000, 10, labels="uint8"),  # fashion-mnist's shape and label dtype
     Case(100_000, 1_000, inputs="probs"),
+    Case(1_000_000, 10, inputs="probs"),  # a softmax layer's output, many short rows
     *(dataclasses.replace(c, dtype="bfloat16") for c in _LOGITS_SHAPES),
     Case(100_000, 1_000, "float16"),
     *GRAD_CASES,
