@@ -23,7 +23,13 @@ from .grad import (
     sparse_short_rows_grad,
 )
 from .long_rows import dense_logits_long_rows, sparse_logits_long_rows
-from .probs import dense_probs, dense_probs_short_rows, probability_rows, sparse_probs
+from .probs import (
+    dense_probs,
+    dense_probs_short_rows,
+    probability_rows,
+    sparse_probs,
+    sparse_probs_short_rows,
+)
 from .reduce import float64_total
 from .rows import dense_logits, sparse_logits
 from .short_rows import SHORT_ROW_BYTES, dense_logits_short_rows, sparse_logits_short_rows
@@ -58,4 +64,5 @@ __all__ = [
     "sparse_logits_long_rows",
     "sparse_logits_short_rows",
     "sparse_probs",
+    "sparse_probs_short_rows",
 ]

@@ -283,6 +283,57 @@ def dense_probs_short_rows(p, t, smoothing, lo, hi, renormalize, out_loss):
 
 
 @njit(**ROW)
+def _gathered_clipped(p, labels, r0, nr, total, lo, hi, q):
+    """``q[r] = clip(p[r0 + r, y] / total[r])`` for the rows of a block whose label ``y`` is a
+    class (1 elsewhere, and in the lanes past ``nr``): :func:`sparse_probs`'s value, divided
+    as there (one element per row)."""
+    c = p.shape[1]
+    one = as_type_of(1.0, lo)
+    for r in range(q.shape[0]):
+        y = labels[r0 + r] if r < nr else -1
+        if 0 <= y < c:
+            q[r] = clip(widen(p[r0 + r, y]) / total[r], lo, hi)
+        else:
+            q[r] = one
+
+
+@njit(**PARALLEL)
+def sparse_probs_short_rows(p, labels, smoothing, lo, hi, renormalize, out_loss):
+    """:func:`sparse_probs` without smoothing for many short rows: the row sums from turned
+    blocks (see :func:`dense_probs_short_rows`), then one vector log per block of the
+    gathered label values instead of a scalar log per row (``smoothing`` must be 0)."""
+    n, c = p.shape
+    n_blocks = (n + SHORT_BLOCK - 1) // SHORT_BLOCK
+    per = row_chunks(n_blocks)
+    for chunk in prange((n_blocks + per - 1) // per):
+        like = work_zero(p)
+        tiles_p = work_empty((turned_rows(c), SHORT_BLOCK), p)
+        bp = tiles_p[:c]
+        total = work_empty(SHORT_BLOCK, p)
+        sum64 = np.empty(SHORT_BLOCK)
+        scale = work_empty(SHORT_BLOCK, p)
+        q = work_empty(SHORT_BLOCK, p)
+        raw = np.empty((c, SHORT_BLOCK), np.uint16)
+        total[:] = as_type_of(1.0, like)
+        for b in range(chunk * per, min(n_blocks, (chunk + 1) * per)):
+            r0 = b * SHORT_BLOCK
+            nr = min(SHORT_BLOCK, n - r0)
+            if renormalize:  # else one element per row is all that is read
+                _turn_block(p, r0, nr, like, tiles_p, raw, q, NO_STAT)
+                _turned_scales(bp, c, True, sum64, total, scale)
+            _gathered_clipped(p, labels, r0, nr, total, lo, hi, q)
+            _log_in_place(q)
+            for r in range(nr):
+                y = labels[r0 + r]
+                if y == IGNORED:
+                    out_loss[r0 + r] = 0.0
+                elif y < 0 or y >= c:
+                    out_loss[r0 + r] = np.nan
+                else:
+                    out_loss[r0 + r] = -np.float64(q[r])
+
+
+@njit(**ROW)
 def _block_check(block):
     """``(sum, number of elements outside [0, 1] or NaN)`` of a block."""
     zero = as_type_of(0.0, widen(block[0]))

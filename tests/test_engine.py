@@ -31,7 +31,10 @@ def _name(kind, rows, **options):
         ("dense", SHORT, {"softcap": 5.0}, "dense_logits"),
         ("sparse", WIDE, {}, "sparse_logits"),
         ("dense", WIDE, {}, "dense_logits"),
-        ("sparse", SHORT, {"from_logits": False}, "sparse_probs"),
+        ("sparse", SHORT, {"from_logits": False}, "sparse_probs_short_rows"),
+        ("sparse", SHORT, {"from_logits": False, "smoothing": 0.1}, "sparse_probs"),
+        ("sparse", WIDE, {"from_logits": False}, "sparse_probs"),
+        ("dense", SHORT, {"from_logits": False, "smoothing": 0.2}, "dense_probs_short_rows"),
         ("dense", WIDE, {"from_logits": False, "smoothing": 0.2}, "dense_probs"),
         # 16-bit rows: sparse by stored size, dense by widened size (measured, see _engine)
         ("sparse", HALF96, {}, "sparse_logits_short_rows"),

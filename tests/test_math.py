@@ -319,7 +319,8 @@ def test_cpus_without_avx512_take_the_scalar_loops(tmp_path):
             out[f"{c}"] = [z.tolist(), y.tolist(), t.tolist(),
                 xent.sparse_categorical_crossentropy(y, z, from_logits=True).tolist(),
                 xent.categorical_crossentropy(t, z, from_logits=True).tolist(),
-                xent.categorical_crossentropy(t, t[::-1], label_smoothing=0.1).tolist()]
+                xent.categorical_crossentropy(t, t[::-1], label_smoothing=0.1).tolist(),
+                xent.sparse_categorical_crossentropy(y, t).tolist()]
         print(json.dumps(out))
     """
     env = {
@@ -333,7 +334,7 @@ def test_cpus_without_avx512_take_the_scalar_loops(tmp_path):
     got = json.loads(proc.stdout)
     assert got["avx512"] is False
     for c in ("1000", "10"):
-        z, y, t, sparse, dense, probs = (np.asarray(v) for v in got[c])
+        z, y, t, sparse, dense, probs, sparse_probs = (np.asarray(v) for v in got[c])
         z = z.astype(np.float32)
         ref_sparse, _ = sparse_categorical_crossentropy(y, z, from_logits=True)
         ref_dense = categorical_crossentropy(t.astype(np.float32), z, from_logits=True)
@@ -342,3 +343,5 @@ def test_cpus_without_avx512_take_the_scalar_loops(tmp_path):
         t = t.astype(np.float32)  # probabilities too (short rows: the turned-block kernel)
         ref_probs = categorical_crossentropy(t, t[::-1], label_smoothing=0.1, dtype=np.float32)
         np.testing.assert_allclose(probs, ref_probs, rtol=2e-6, atol=1e-6)
+        ref_sparse_probs = categorical_crossentropy(np.eye(t.shape[1])[y], t, dtype=np.float32)
+        np.testing.assert_allclose(sparse_probs, ref_sparse_probs, rtol=2e-6, atol=1e-6)

@@ -211,6 +211,45 @@ def test_dense_probs_short_rows_match_per_row_kernel_and_reference(
     np.testing.assert_array_equal(later, got[37:])
 
 
+@pytest.mark.parametrize(
+    "dtype, layout, label_dtype",
+    [(d, lay, np.int64) for d, lay in LAYOUTS]
+    + [(np.float32, "C", np.uint8), (np.float16, "C", np.int64)],
+)
+@pytest.mark.parametrize("c", [1, 2, 10, 24])
+@pytest.mark.parametrize("renormalize", [True, False])
+def test_sparse_probs_short_rows_match_per_row_kernel_and_reference(
+    dtype, c, layout, label_dtype, renormalize
+):
+    rng = np.random.default_rng(c * 17 + int(renormalize))
+    p = _layout(_probabilities(rng, c, dtype), layout)
+    labels = rng.integers(0, c, N)
+    if label_dtype == np.int64:
+        labels[[5, 70, N - 1]] = kernels.IGNORED
+        labels[[6, 64]] = [c, -3]  # outside [0, C): NaN, nothing read
+    labels = labels.astype(label_dtype)
+    work = np.float64 if dtype == np.float64 else np.float32
+    lo, hi = work(1e-7), work(1.0) - work(1e-7)
+    got, want = np.empty(N, work), np.empty(N, work)
+    kp = kernel_view(p)  # float16 as its bits
+    kernels.sparse_probs_short_rows(kp, labels, 0.0, lo, hi, renormalize, got)
+    kernels.sparse_probs(kp, labels, 0.0, lo, hi, renormalize, want)
+    _same(got, want, work)
+    valid = (labels.astype(np.int64) >= 0) & (labels.astype(np.int64) < c)
+    assert (got[labels.astype(np.int64) == kernels.IGNORED] == 0).all()
+    assert np.isnan(got[~valid & (labels.astype(np.int64) != kernels.IGNORED)]).all()
+    onehot = np.eye(c)[np.where(valid, labels, 0)]
+    ref = reference.categorical_crossentropy(
+        onehot, p.astype(np.float64), renormalize=renormalize, dtype=work
+    )
+    plain = valid.copy()
+    plain[3] = False  # a subnormal sum: the float32 division is inexact there
+    _same(got[plain], ref[plain], work)
+    later = np.empty(N - 37, work)  # other block positions, bit for bit
+    kernels.sparse_probs_short_rows(kp[37:], labels[37:], 0.0, lo, hi, renormalize, later)
+    np.testing.assert_array_equal(later, got[37:])
+
+
 def test_short_rows_are_exact_for_confident_rows():
     # the maximum's own term is left out of the sum, so a tiny loss keeps its digits
     # (log(1 + s') would round 1 + 1e-9 to 1 in float32 and give 0); what remains is the

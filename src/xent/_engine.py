@@ -329,6 +329,8 @@ TABLE = (
             _launch_logits),
     _Kernel(kernels.dense_logits,             "dense",  True,  _any_rows,   _LOGITS_ALL,
             _launch_logits),
+    _Kernel(kernels.sparse_probs_short_rows,  "sparse", False, _short_rows, frozenset(),
+            _launch_probs),
     _Kernel(kernels.sparse_probs,             "sparse", False, _any_rows,   _SMOOTHING,
             _launch_probs),
     _Kernel(kernels.dense_probs_short_rows,   "dense",  False, _short_dense_rows, _SMOOTHING,
