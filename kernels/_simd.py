@@ -576,11 +576,10 @@ def _log1p_vector(builder, x):
 
 def _log_vector(builder, x):
     """IR of ``log(x)`` for a ``<16 x float>``: :func:`_log_core`, and ``_math.log_f32``'s
-    values at the edges (``log 0 = -inf``, ``log(x < 0) = NaN``, ``log inf = inf``, NaN
-    kept)."""
+    values at the edges (``log(x < 0) = NaN``, ``log inf = inf``, NaN kept; ``log 0 = -inf``
+    needs no select: ``vgetexpps(0) = -inf`` carries through the arithmetic, for -0 too)."""
     c = _ops(builder, x.type)[0]
     y = _log_core(builder, x)
-    y = builder.select(builder.fcmp_ordered("==", x, c(0.0)), c(float("-inf")), y)
     y = builder.select(builder.fcmp_ordered("<", x, c(0.0)), c(float("nan")), y)
     y = builder.select(builder.fcmp_ordered("==", x, c(float("inf"))), x, y)
     return builder.select(builder.fcmp_unordered("uno", x, x), x, y)

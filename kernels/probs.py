@@ -178,10 +178,10 @@ def dense_probs(p, t, smoothing, lo, hi, renormalize, out_loss):
 
 
 @njit(**SCALAR)
-def _turned_scales(bp, c, renormalize, sum64, total, scale):
+def _turned_totals(bp, c, renormalize, sum64, total):
     """Per row of a turned block: the divisor in the input precision (the float64 row sum
     ``sum64`` in column order, as :func:`row_total` sums a short row; 1 when not
-    renormalising) and its reciprocal."""
+    renormalising)."""
     lanes = bp.shape[1]
     for r in range(lanes):
         sum64[r] = 0.0 if renormalize else 1.0
@@ -191,7 +191,6 @@ def _turned_scales(bp, c, renormalize, sum64, total, scale):
                 sum64[r] += np.float64(bp[j, r])
     for r in range(lanes):
         total[r] = as_type_of(sum64[r], total[r])
-        scale[r] = as_type_of(1.0, total[r]) / total[r]
 
 
 @njit(**ROW)
@@ -270,7 +269,9 @@ def dense_probs_short_rows(p, t, smoothing, lo, hi, renormalize, out_loss):
             _turn_block(t, r0, nr, like, tiles_t, raw, acc, NO_STAT)
             # every lane of the buffers, rows past nr included (their results are not used),
             # so that no row is computed by a scalar remainder loop instead of a vector one
-            _turned_scales(bp, c, renormalize, sum64, total, scale)
+            _turned_totals(bp, c, renormalize, sum64, total)
+            for r in range(SHORT_BLOCK):
+                scale[r] = as_type_of(1.0, total[r]) / total[r]
             _turned_clipped(bp, c, scale, lo, hi, q)
             _log_in_place(q)
             _turned_weighted_sums(bt, c, q, keep, spread, acc)
@@ -311,7 +312,6 @@ def sparse_probs_short_rows(p, labels, smoothing, lo, hi, renormalize, out_loss)
         bp = tiles_p[:c]
         total = work_empty(SHORT_BLOCK, p)
         sum64 = np.empty(SHORT_BLOCK)
-        scale = work_empty(SHORT_BLOCK, p)
         q = work_empty(SHORT_BLOCK, p)
         raw = np.empty((c, SHORT_BLOCK), np.uint16)
         total[:] = as_type_of(1.0, like)
@@ -320,7 +320,7 @@ def sparse_probs_short_rows(p, labels, smoothing, lo, hi, renormalize, out_loss)
             nr = min(SHORT_BLOCK, n - r0)
             if renormalize:  # else one element per row is all that is read
                 _turn_block(p, r0, nr, like, tiles_p, raw, q, NO_STAT)
-                _turned_scales(bp, c, True, sum64, total, scale)
+                _turned_totals(bp, c, True, sum64, total)
             _gathered_clipped(p, labels, r0, nr, total, lo, hi, q)
             _log_in_place(q)
             for r in range(nr):
