@@ -13,7 +13,7 @@ from ._config import ROW as ROW_OPTIONS  # noqa: F401
 from ._half import BFLOAT16_BITS, FLOAT16_BITS
 from ._math import fast_exp2  # noqa: F401
 from ._serial import serial
-from ._simd import has_avx512
+from ._simd import has_avx512, vector_lanes
 from .baseline import EXP_FLOOR_PIECE, exp_floor, row_scale, row_sums
 from .evaluate import evaluate_dense, evaluate_sparse, evaluation_sums
 from .grad import (
@@ -65,4 +65,5 @@ __all__ = [
     "sparse_logits_short_rows",
     "sparse_probs",
     "sparse_probs_short_rows",
+    "vector_lanes",
 ]

@@ -307,6 +307,37 @@ _MAGIC32 = _F32(12582912.0 + 127.0)
 _MAGIC64 = 6755399441055744.0 + 1023.0
 #: Largest exponent ``exp2_*`` is asked to represent; larger u are clamped to it.
 EXP2_HI = 64.0
+#: Series of ``2**f = exp(f ln 2)``, ``|f ln 2| <= 0.35``, highest power first (truncation
+#: error below 2e-16); also the coefficients of ``_simd``'s float64 loops.
+EXP2_POLY_F64 = (
+    2.5678435993488196e-11,
+    4.44553827187081e-10,
+    7.054911620801121e-09,
+    1.0178086009239696e-07,
+    1.3215486790144305e-06,
+    1.5252733804059838e-05,
+    0.00015403530393381606,
+    0.0013333558146428441,
+    0.009618129107628477,
+    0.055504108664821576,
+    0.2402265069591007,
+    0.6931471805599453,
+    1.0,
+)
+#: Minimax fit of ``2**f`` on ``[-1/2, 1/2]``, highest power first (relative error 2e-9 before
+#: float32 rounding); also the coefficients of ``_simd``'s AVX2 loops.
+EXP2_POLY_F32 = tuple(
+    _F32(c)
+    for c in (
+        0.00015345811589461238,
+        0.0013399931215817738,
+        0.009618488958647678,
+        0.05550328776975576,
+        0.2402264689062001,
+        0.6931472057372627,
+        1.0,
+    )
+)
 
 
 @njit(types.float32(types.float32), **_OPTS)
@@ -323,14 +354,13 @@ def exp2_f32(u):
     uc = _F32(EXP2_HI) if uc > _F32(EXP2_HI) else uc
     t = uc + _MAGIC32
     f = uc - (t - _MAGIC32)  # in [-1/2, 1/2]
-    # minimax fit of 2**f on [-1/2, 1/2] (relative error 2e-9 before float32 rounding)
-    p = _F32(0.00015345811589461238)
-    p = p * f + _F32(0.0013399931215817738)
-    p = p * f + _F32(0.009618488958647678)
-    p = p * f + _F32(0.05550328776975576)
-    p = p * f + _F32(0.2402264689062001)
-    p = p * f + _F32(0.6931472057372627)
-    p = p * f + _F32(1.0)
+    p = EXP2_POLY_F32[0]
+    p = p * f + EXP2_POLY_F32[1]
+    p = p * f + EXP2_POLY_F32[2]
+    p = p * f + EXP2_POLY_F32[3]
+    p = p * f + EXP2_POLY_F32[4]
+    p = p * f + EXP2_POLY_F32[5]
+    p = p * f + EXP2_POLY_F32[6]
     # bits(t) << 23 keeps only (k + 127) << 23 (the magic's own bits shift out of 32 bits)
     return p * f32_from_bits(bits_from_f32(t) << 23)
 
@@ -343,20 +373,19 @@ def exp2_f64(u):
     uc = EXP2_HI if uc > EXP2_HI else uc
     t = uc + _MAGIC64
     f = uc - (t - _MAGIC64)
-    # Taylor series of exp(f ln 2), |f ln 2| <= 0.35: truncation error below 2e-16
-    p = 2.5678435993488196e-11
-    p = p * f + 4.44553827187081e-10
-    p = p * f + 7.054911620801121e-09
-    p = p * f + 1.0178086009239696e-07
-    p = p * f + 1.3215486790144305e-06
-    p = p * f + 1.5252733804059838e-05
-    p = p * f + 0.00015403530393381606
-    p = p * f + 0.0013333558146428441
-    p = p * f + 0.009618129107628477
-    p = p * f + 0.055504108664821576
-    p = p * f + 0.2402265069591007
-    p = p * f + 0.6931471805599453
-    p = p * f + 1.0
+    p = EXP2_POLY_F64[0]
+    p = p * f + EXP2_POLY_F64[1]
+    p = p * f + EXP2_POLY_F64[2]
+    p = p * f + EXP2_POLY_F64[3]
+    p = p * f + EXP2_POLY_F64[4]
+    p = p * f + EXP2_POLY_F64[5]
+    p = p * f + EXP2_POLY_F64[6]
+    p = p * f + EXP2_POLY_F64[7]
+    p = p * f + EXP2_POLY_F64[8]
+    p = p * f + EXP2_POLY_F64[9]
+    p = p * f + EXP2_POLY_F64[10]
+    p = p * f + EXP2_POLY_F64[11]
+    p = p * f + EXP2_POLY_F64[12]
     return p * f64_from_bits(bits_from_f64(t) << 52)
 
 

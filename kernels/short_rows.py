@@ -14,12 +14,13 @@ from ._math import (
 )
 from ._simd import (
     has_avx512,
+    has_vector_exp,
     log1p_rows_accepts,
     log1p_rows_f32,
     turned_dense_accepts,
-    turned_dense_sums_f32,
+    turned_dense_sums,
     turned_sum_accepts,
-    turned_sum_exp2_f32,
+    turned_sum_exp2,
 )
 from .rows import dense_row, row_chunks, sparse_row, weigh_targets
 from .stream import ACCEPT, IGNORED, LOG2E
@@ -248,21 +249,21 @@ def _turned_shift_sum(bz, c, nr, m, w, out):
 
 
 def _turned_dense_sums(bz, bt, c, nr, m, s, ties, t_sum, tz, add_t_sum):  # pragma: no cover
-    """:func:`_turned_dense_sums_scalar`, by the explicit 16-lane loop where it can."""
+    """:func:`_turned_dense_sums_scalar`, by the explicit vector loop where it can."""
     raise NotImplementedError
 
 
 @overload(_turned_dense_sums, jit_options=_OVERLOAD_ROW)
 def _turned_dense_sums_impl(bz, bt, c, nr, m, s, ties, t_sum, tz, add_t_sum):
-    # float32 on an AVX-512 CPU, target sums already taken by the turn: the explicit 16-lane
-    # loop over the whole buffer (kernels/_simd.py)
-    if has_avx512() and turned_dense_accepts(bz, bt, c, m, s, ties, tz):
+    # float32 or float64 on an AVX-512 or AVX2 CPU, target sums already taken by the turn: the
+    # explicit loop over the whole buffer (kernels/_simd.py)
+    if has_vector_exp() and turned_dense_accepts(bz, bt, c, m, s, ties, tz):
 
         def impl(bz, bt, c, nr, m, s, ties, t_sum, tz, add_t_sum):
             if add_t_sum:
                 _turned_dense_sums_scalar(bz, bt, c, nr, m, s, ties, t_sum, tz, add_t_sum)
             else:
-                turned_dense_sums_f32(bz, bt, c, m, s, ties, tz)
+                turned_dense_sums(bz, bt, c, m, s, ties, tz)
 
         return impl
     return lambda bz, bt, c, nr, m, s, ties, t_sum, tz, add_t_sum: _turned_dense_sums_scalar(
@@ -424,10 +425,10 @@ def _turned_sum_exp_all(bz, c, nr, shift, s):  # pragma: no cover - replaced by 
 
 @overload(_turned_sum_exp_all, jit_options=_OVERLOAD_ROW)
 def _turned_sum_exp_all_impl(bz, c, nr, shift, s):
-    # float32 on an AVX-512 CPU: the explicit 16-lane loop over all of the block's columns
-    # (kernels/_simd.py); else the vectorised scalar loop over its nr rows
-    if has_avx512() and turned_sum_accepts(bz, c, shift, s):
-        return lambda bz, c, nr, shift, s: turned_sum_exp2_f32(bz, c, shift, s)
+    # float32 or float64 on an AVX-512 or AVX2 CPU: the explicit loop over all of the block's
+    # columns (kernels/_simd.py); else the vectorised scalar loop over its nr rows
+    if has_vector_exp() and turned_sum_accepts(bz, c, shift, s):
+        return lambda bz, c, nr, shift, s: turned_sum_exp2(bz, c, shift, s)
     return lambda bz, c, nr, shift, s: _turned_sum_exp_all_scalar(bz, c, nr, shift, s)
 
 

@@ -49,7 +49,7 @@ from ._math import as_type_of, fast_exp, fast_exp2
 from ._simd import (
     dense_sums_f32_intrinsic,
     f32_rows_accept,
-    has_avx512,
+    has_vector_exp,
     sum_exp2_f32,
     sum_exp2_f32_accepts,
     sum_exp2_f32_intrinsic,
@@ -130,9 +130,10 @@ def _block_sum_exp2(block, shift):  # pragma: no cover - replaced by the overloa
 
 @overload(_block_sum_exp2, jit_options=_OVERLOAD_ROW)
 def _block_sum_exp2_impl(block, shift):
-    # contiguous float32 on an AVX-512 CPU: the explicit 16-lane loop (kernels/_simd.py),
-    # about 30% cheaper per element; everything else: the vectorised scalar loop
-    if has_avx512() and sum_exp2_f32_accepts(block, shift):
+    # contiguous float32 on an AVX-512 or AVX2 CPU: the explicit 16- or 8-lane loop
+    # (kernels/_simd.py), about 30% cheaper per element; everything else: the vectorised
+    # scalar loop
+    if has_vector_exp() and sum_exp2_f32_accepts(block, shift):
         return lambda block, shift: sum_exp2_f32(block, shift)
     return lambda block, shift: _block_sum_exp2_scalar(block, shift)
 
@@ -174,9 +175,9 @@ def stream_sum_exp2(row, shift):  # pragma: no cover - replaced by the overload
 
 @overload(stream_sum_exp2, jit_options=_OVERLOAD_ROW)
 def _stream_sum_exp2_impl(row, shift):
-    # contiguous float32 on an AVX-512 CPU: one explicit 16-lane loop over the whole row
+    # contiguous float32 on an AVX-512 or AVX2 CPU: one explicit loop over the whole row
     # (kernels/_simd.py); calling it per block of 256 cost 0.19 cycles per element more
-    if has_avx512() and sum_exp2_f32_accepts(row, shift):
+    if has_vector_exp() and sum_exp2_f32_accepts(row, shift):
         return lambda row, shift: _stream_sum_exp2_f32(row, shift)
     return lambda row, shift: _stream_sum_exp2_scalar(row, shift)
 
@@ -306,9 +307,9 @@ def dense_row_sums(row, trow, shift, exact):  # pragma: no cover - replaced by t
 
 @overload(dense_row_sums, jit_options=_OVERLOAD_ROW)
 def _dense_row_sums_impl(row, trow, shift, exact):
-    # contiguous float32 logits and targets on an AVX-512 CPU: one explicit 16-lane loop
+    # contiguous float32 logits and targets on an AVX-512 or AVX2 CPU: one explicit loop
     # over the row (kernels/_simd.py) for the one-pass sums
-    if has_avx512() and sum_exp2_f32_accepts(row, shift) and f32_rows_accept(trow):
+    if has_vector_exp() and sum_exp2_f32_accepts(row, shift) and f32_rows_accept(trow):
 
         def impl(row, trow, shift, exact):
             if exact:

@@ -153,7 +153,7 @@ def test_exp2_accuracy_and_clamps(dtype):
     assert np.isnan(got[0]) and np.all(got[1:] == dtype(2.0**64))
 
 
-# ------------------------------------------------------------ the AVX-512 sum of 2**u
+# ---------------------------------------------- the explicit sums of 2**u (AVX-512, AVX2)
 def _simd_sums():
     from numba import njit
 
@@ -176,11 +176,15 @@ def _simd_sums():
 
 needs_avx512 = pytest.mark.skipif(
     not __import__("xent.kernels._simd", fromlist=["has_avx512"]).has_avx512(),
-    reason="the 16-lane loop is compiled only for CPUs with AVX-512 (others use the scalar loop)",
+    reason="the 16-lane logs are compiled only for CPUs with AVX-512 (others use the scalar loop)",
+)
+needs_vector_exp = pytest.mark.skipif(
+    not __import__("xent.kernels._simd", fromlist=["has_vector_exp"]).has_vector_exp(),
+    reason="the explicit 2**u loops need AVX-512 or AVX2 with FMA (others use the scalar loop)",
 )
 
 
-@needs_avx512
+@needs_vector_exp
 def test_simd_exp2_accuracy_and_edges():
     each, _ = _simd_sums()
     rng = np.random.default_rng(4)
@@ -192,6 +196,15 @@ def test_simd_exp2_accuracy_and_edges():
     each(x, np.float32(0.0), got)
     u = x * log2e  # float32 product: the exponent the loop itself forms
     assert ulp_error(got.astype(np.float32), u, np.exp2, np.float32) <= 2.0
+    from xent.kernels._simd import vector_lanes
+
+    if vector_lanes() == 8:  # AVX2: each term is the scalar code's 2**u, bit for bit
+        from numba import njit
+
+        from xent.kernels._math import exp2_f32
+
+        scalar = njit(lambda u: [exp2_f32(v) for v in u])
+        np.testing.assert_array_equal(got.astype(np.float32), np.array(scalar(u), np.float32))
     edge = np.array([-np.inf, -150 / log2e, -1e4, np.nan, 64 / log2e, 100.0, np.inf], np.float32)
     got = np.empty(edge.size)
     each(edge, np.float32(0.0), got)
@@ -204,7 +217,7 @@ def test_simd_exp2_accuracy_and_edges():
     assert np.all((got >= 0) & (got <= np.finfo(np.float32).tiny))
 
 
-@needs_avx512
+@needs_vector_exp
 @pytest.mark.parametrize("n", [0, 1, 5, 15, 16, 17, 31, 255, 256, 257, 1000, 4099])
 def test_simd_sum_reads_only_the_row(n):
     # the last partial vector is a masked load: NaN just past the row must not enter the sum
@@ -227,6 +240,39 @@ def test_simd_sum_reads_only_the_row(n):
     np.testing.assert_allclose(t_sum, t64.sum(), rtol=1e-6, atol=1e-12)
     ref_tz = np.where(t64 != 0, t64 * np.where(t64 != 0, d64, 0.0), 0.0).sum()
     np.testing.assert_allclose(tz, ref_tz, rtol=1e-5, atol=1e-5)
+
+
+@needs_vector_exp
+def test_turned_float64_sums_equal_the_scalar_loops_bit_for_bit():
+    # float64 turned blocks take the explicit loop's exp2_f64 in vectors of doubles: each term
+    # is the scalar code's, added in the same class order, so every sum is the same double
+    from numba import njit
+
+    from xent.kernels._simd import turned_dense_sums, turned_sum_exp2
+    from xent.kernels.short_rows import _turned_dense_sums_scalar, _turned_sum_exp_all_scalar
+
+    @njit
+    def both(bz, bt, c, m):
+        n = bz.shape[1]
+        out = [np.empty(n) for _ in range(8)]
+        turned_sum_exp2(bz, c, m, out[0])
+        _turned_sum_exp_all_scalar(bz, c, n, m, out[1])
+        turned_dense_sums(bz, bt, c, m, out[2], out[3], out[4])
+        _turned_dense_sums_scalar(bz, bt, c, n, m, out[5], out[6], out[7], out[7], False)
+        return out
+
+    rng = np.random.default_rng(8)
+    c, n = 13, 64
+    bz = rng.standard_normal((c, n)) * 30
+    bz[0, :8] = [-np.inf, np.nan, 1e300, -1e300, 0.0, 700.0, -745.0, 40.0]
+    bt = rng.random((c, n)) * (rng.random((c, n)) < 0.5)
+    m = bz.max(0)
+    m[:8] = bz[0, :8]  # ties (d == 0), NaN, infinite and far-off shifts
+    got = both(bz, bt, c, m)
+    np.testing.assert_array_equal(got[0], got[1])
+    for k in range(3):
+        np.testing.assert_array_equal(got[2 + k], got[5 + k])
+    assert np.isfinite(got[0][8:]).all()
 
 
 @needs_avx512
@@ -296,11 +342,23 @@ def test_simd_log_accuracy_and_edges():
     assert edge[3] == -np.inf and edge[4] == -np.inf and np.isnan(edge[5])
 
 
-def test_cpus_without_avx512_take_the_scalar_loops(tmp_path):
-    # On a CPU without AVX-512 the explicit loops must never be compiled (LLVM could not
-    # select their instructions): the kernels fall back to the scalar loops, with the same
-    # losses.  A Haswell target (AVX2, no AVX-512) in a fresh process and cache stands in
-    # for such a CPU; long rows and short rows, sparse and dense.
+_HASWELL = (
+    "+64bit,+avx,+avx2,+bmi,+bmi2,+cx16,+f16c,+fma,+lzcnt,+movbe,"
+    "+popcnt,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave"
+)
+_SANDYBRIDGE = "+64bit,+avx,+cx16,+popcnt,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave"
+
+
+@pytest.mark.parametrize(
+    "cpu, features, lanes",
+    [("haswell", _HASWELL, 8), ("sandybridge", _SANDYBRIDGE, 0)],
+    ids=["avx2", "no-avx2"],
+)
+def test_cpus_without_avx512(tmp_path, cpu, features, lanes):
+    # Without AVX-512 the 16-lane loops must never be compiled (LLVM could not select their
+    # instructions): a CPU with AVX2 and FMA takes the 8-lane loops, one without them the
+    # scalar loops, with the same losses.  A Haswell and a Sandy Bridge target in a fresh
+    # process and cache stand in for such CPUs; long rows and short rows, sparse and dense.
     import json
 
     from reference import categorical_crossentropy, sparse_categorical_crossentropy
@@ -309,8 +367,9 @@ def test_cpus_without_avx512_take_the_scalar_loops(tmp_path):
     code = """
         import json, numpy as np, xent
         from xent import kernels
+        from xent.kernels._simd import vector_lanes
         rng = np.random.default_rng(5)
-        out = {"avx512": kernels.has_avx512()}
+        out = {"avx512": kernels.has_avx512(), "lanes": vector_lanes()}
         for n, c in ((200, 1000), (300, 10)):
             z = (rng.standard_normal((n, c)) * 3).astype(np.float32)
             y = rng.integers(0, c, n)
@@ -323,16 +382,11 @@ def test_cpus_without_avx512_take_the_scalar_loops(tmp_path):
                 xent.sparse_categorical_crossentropy(y, t).tolist()]
         print(json.dumps(out))
     """
-    env = {
-        "NUMBA_CPU_NAME": "haswell",
-        "NUMBA_CPU_FEATURES": "+64bit,+avx,+avx2,+bmi,+bmi2,+cx16,+f16c,+fma,+lzcnt,+movbe,"
-        "+popcnt,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave",
-        "NUMBA_CACHE_DIR": str(tmp_path),
-    }
+    env = {"NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": features, "NUMBA_CACHE_DIR": str(tmp_path)}
     proc = run_python(code, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
-    assert got["avx512"] is False
+    assert got["avx512"] is False and got["lanes"] == lanes
     for c in ("1000", "10"):
         z, y, t, sparse, dense, probs, sparse_probs = (np.asarray(v) for v in got[c])
         z = z.astype(np.float32)

@@ -97,10 +97,10 @@ def exp_floor(x: np.ndarray) -> Callable[[], float]:
 
 def exp_vector_bits() -> int | None:
     """The vector width of the kernels' ``2**u`` loops on this CPU: 512 where the CPU has
-    AVX-512 (the explicit 16-lane float32 loops of ``kernels/_simd.py``), else the width LLVM
-    chose for a probe loop of the scalar code's shape and flags, compiled here (not cached):
-    the widest register its machine code uses (512: zmm, 256: ymm, 128: xmm).  ``None`` off
-    x86-64."""
+    AVX-512, 256 where it has AVX2 and FMA (the explicit 16- and 8-lane float32 loops of
+    ``kernels/_simd.py``), else the width LLVM chose for a probe loop of the scalar code's
+    shape and flags, compiled here (not cached): the widest register its machine code uses
+    (512: zmm, 256: ymm, 128: xmm).  ``None`` off x86-64."""
     import platform
     import re
 
@@ -108,8 +108,8 @@ def exp_vector_bits() -> int | None:
 
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return None
-    if kernels.has_avx512():
-        return 512
+    if kernels.vector_lanes():
+        return 32 * kernels.vector_lanes()
 
     @njit(**{**kernels.ROW_OPTIONS, "cache": False})
     def probe(x):
