@@ -16,7 +16,12 @@ Fused pass (``lse_in`` empty): the first sweep reads the row from memory, stores
 as in :mod:`stream`); the loss and ``lse`` come from those sums, and the second sweep reads
 the buffer from cache and writes ``g_j = (a / s) e_j - b_j``.  One exp per element, the
 logits read from memory once and the gradient written once.  Given ``lse_in`` (a backward
-after a forward that saved it) the first sweep computes ``exp(u_j - lse)`` directly.
+after a forward that saved it) the first sweep computes ``exp(u_j - hi)`` with ``hi`` the
+``lse`` in the work type and renormalises by their sum: ``exp(u_j -
+float32(lse))`` would cost ``p`` ``|lse| 6e-8`` relative, and two tied logits of 1e38 got
+1 each.  The short-row gradient (no per-row sum) takes ``exp(u_j - hi) / exp(lse - hi)``
+from the float64 ``lse`` the forward saves (:func:`_block_factors`; renormalised beyond
+``LSE_SERIES``).
 
 ``grad`` may be the logits array itself (in place): each row is read completely before
 its gradient is written.
@@ -50,6 +55,51 @@ from .stream import (
 #: AMD EPYC).  The long-row functions stay calls: inlining them tripled the compile time
 #: (7.5 s -> 19.4 s for one signature) for nothing measurable.
 INLINED = dict(SCALAR, inline="always")
+
+
+#: Largest ``|lse|`` whose float64 value a short-row gradient takes as it is (its float32
+#: neighbour then lies within 1e-3 of it: :func:`_block_factors`' series is exact to 2e-13);
+#: beyond, the row's softmax is renormalised instead (near 1e38 float64 has lost ``log s``
+#: too: two tied logits got 1 each).
+LSE_SERIES = 2.0**14
+
+
+@njit(**INLINED)
+def _block_factors(z, lse, r0, r1, hi_row, f_row):
+    """For the rows ``r0:r1`` of a short-row block and their float64 ``lse``: ``hi_row`` the
+    ``lse`` in the work type, ``f_row = exp(hi - lse)`` (float64), so that ``exp(z - lse) = f
+    exp(z - hi)``.
+
+    A float32 gradient cannot take ``exp(z - float32(lse))``: rounding ``lse`` to float32
+    moves it by up to ``|lse| 6e-8``, so every ``p`` by that much relative (6e-5 at ``|z|``
+    near 1e3).  ``z - hi`` is exact where ``p`` matters (Sterbenz: ``z`` near the maximum);
+    ``lse - hi`` (at most 1e-3 up to ``LSE_SERIES``) goes into the row's scale by its series,
+    no libm exp per row; rows beyond are renormalised.  One loop over the rows, which LLVM
+    vectorises (inside the per-row loop it cost 10%, AMD EPYC Zen 3).  NaN gives NaN."""
+    like = hi_row[0]
+    top = 0.0
+    for r in range(r1 - r0):
+        lse_r = lse[r0 + r]
+        hi = as_type_of(lse_r, like)
+        hi_row[r] = hi
+        lo = lse_r - np.float64(hi)
+        f_row[r] = 1.0 - lo * (1.0 - lo * (0.5 - lo / 6.0))
+        top = max(top, abs(lse_r))
+    if not top <= LSE_SERIES:  # some row beyond (or NaN): renormalise those rows
+        for r in range(r1 - r0):
+            if abs(lse[r0 + r]) > LSE_SERIES:  # float64 has lost log s
+                f_row[r] = _renormaliser(z, r0 + r, hi_row[r])
+
+
+@njit(**SCALAR)
+def _renormaliser(z, i, hi):
+    """``1 / sum_j exp(z[i, j] - hi)``: a short row's ``f`` when its saved ``lse`` is beyond
+    ``LSE_SERIES`` (rare; it takes the whole array, so that the common rows pass no row
+    view)."""
+    s = 0.0
+    for j in range(z.shape[1]):
+        s += np.float64(fast_exp(widen(z[i, j]) - hi))
+    return 1.0 / s
 
 
 @njit(**ROW)
@@ -244,7 +294,7 @@ def _small_sparse_grad_row(src, y, smoothing, w, lse_given, lse_in, gl, zsq2, gl
     weighted = w.shape[0] == c
     counted = y != IGNORED and 0 <= y < c
     first = widen(src[0])
-    if lse_given:
+    if lse_given:  # p renormalised by the row's own sum below: exact however lse was rounded
         m = as_type_of(lse_in, first)
     else:
         m = first
@@ -267,7 +317,6 @@ def _small_sparse_grad_row(src, y, smoothing, w, lse_given, lse_in, gl, zsq2, gl
     loss = 0.0
     if lse_given:
         lse = lse_in
-        s = as_type_of(1.0, first)
     else:
         log_s = np.log(np.float64(s)) if m64 != -np.inf else np.nan
         lse = m64 + log_s
@@ -325,8 +374,8 @@ def _sparse_grad_row(
     loss = 0.0
     if lse_given:
         lse = lse_in
-        exps_into(src, as_type_of(lse, ebuf[0]), True, ebuf)
-        s = 1.0  # p = exp(u - lse): a saved forward is not renormalised
+        # renormalised (p = e / sum e): exact however the saved lse was rounded
+        s = exps_into(src, as_type_of(lse, ebuf[0]), True, ebuf)
     else:
         shift, s = _sparse_exps(src, y, ebuf)
         log_s = np.log(s) if shift != -np.inf else np.nan
@@ -351,7 +400,7 @@ def _small_dense_grad_row(src, tsrc, smoothing, lse_given, lse_in, gl, zsq2, gle
     plain loops, the exact maximum as the shift (as :func:`_small_sparse_grad_row`)."""
     c = src.shape[0]
     first = widen(src[0])
-    if lse_given:
+    if lse_given:  # p renormalised by the row's own sum below: exact however lse was rounded
         m = as_type_of(lse_in, first)
     else:
         m = first
@@ -374,7 +423,6 @@ def _small_dense_grad_row(src, tsrc, smoothing, lse_given, lse_in, gl, zsq2, gle
     loss = 0.0
     if lse_given:
         lse = lse_in
-        s = as_type_of(1.0, first)
     else:
         loss, lse = dense_row_finish(
             src, tsrc, smoothing, np.empty(0), m64, np.float64(s), np.float64(t_sum),
@@ -405,8 +453,7 @@ def _dense_grad_row(
     loss = 0.0
     if lse_given:
         lse = lse_in
-        exps_into(src, as_type_of(lse, ebuf[0]), True, ebuf)
-        s = 1.0
+        s = exps_into(src, as_type_of(lse, ebuf[0]), True, ebuf)  # renormalised
         t_sum = row_sum(tsrc)
     else:
         shift, s, t_sum, tz = _dense_exps(src, tsrc, ebuf)
@@ -614,11 +661,11 @@ def _flat_dense_grad(zf, tf, sh, sc, sb, tc, grad_f):
 
 
 @njit(**INLINED)
-def _spread(sh, sc, sb, lse_i, a, off):
+def _spread(sh, sc, sb, hi, a, off):
     """Per-element copies of one row's shift, scale and offset into slices at the block's
     place of the row (slices: an offset index ``k + j``, whose sign LLVM cannot prove, kept
     Numba's wraparound test in the loop and the loop scalar)."""
-    shift = as_type_of(lse_i, sh[0])
+    shift = as_type_of(hi, sh[0])
     scale = as_type_of(a, sh[0])
     offset = as_type_of(off, sh[0])
     for j in range(sh.shape[0]):
@@ -650,15 +697,19 @@ def sparse_short_rows_grad(z, labels, smoothing, g_loss, g_zsq, g_lse, lse, grad
         sc = work_empty(m, z)
         sb = work_empty(m, z)
         g_label = np.empty(SHORT_GRAD_BLOCK)
+        hi_row = work_empty(SHORT_GRAD_BLOCK, z)
+        f_row = np.empty(SHORT_GRAD_BLOCK)
         for b in range(chunk * per, min(nb, (chunk + 1) * per)):
             r0 = b * SHORT_GRAD_BLOCK
             r1 = min(n, r0 + SHORT_GRAD_BLOCK)
+            _block_factors(z, lse, r0, r1, hi_row, f_row)
             for i in range(r0, r1):
                 gl = g_loss[i] if 0 <= labels[i] < c else 0.0  # ignored: no loss term
                 a = gl + _lse_coefficient(g_zsq, g_lse, has_g_lse, lse, i)
                 k = (i - r0) * c
                 off = gl * smoothing / c
-                _spread(sh[k : k + c], sc[k : k + c], sb[k : k + c], lse[i], a, off)
+                _spread(sh[k : k + c], sc[k : k + c], sb[k : k + c], hi_row[i - r0],
+                        a * f_row[i - r0], off)  # fmt: skip
             # the label's element first: in place, the flat loop overwrites the logits
             for i in range(r0, r1):
                 y = labels[i]
@@ -666,7 +717,7 @@ def sparse_short_rows_grad(z, labels, smoothing, g_loss, g_zsq, g_lse, lse, grad
                     gl = g_loss[i]
                     a = gl + _lse_coefficient(g_zsq, g_lse, has_g_lse, lse, i)
                     # in the work precision, as the flat loop (a libm exp per row cost 40%)
-                    p_y = np.float64(fast_exp(widen(z[i, y]) - sh[(i - r0) * c]))
+                    p_y = np.float64(fast_exp(widen(z[i, y]) - sh[(i - r0) * c])) * f_row[i - r0]
                     g_label[i - r0] = a * p_y - gl * (1.0 - smoothing) - gl * smoothing / c
             k = (r1 - r0) * c
             gf = grad[r0:r1].reshape(-1)
@@ -697,16 +748,20 @@ def dense_short_rows_grad(z, t, smoothing, g_loss, g_zsq, g_lse, lse, grad, inpl
         sc = work_empty(m, z)
         sb = work_empty(m, z)
         tc = work_empty(m, z)
+        hi_row = work_empty(SHORT_GRAD_BLOCK, z)
+        f_row = np.empty(SHORT_GRAD_BLOCK)
         for b in range(chunk * per, min(nb, (chunk + 1) * per)):
             r0 = b * SHORT_GRAD_BLOCK
             r1 = min(n, r0 + SHORT_GRAD_BLOCK)
+            _block_factors(z, lse, r0, r1, hi_row, f_row)
             for i in range(r0, r1):
                 gl = g_loss[i]
                 a = gl * ((1.0 - smoothing) * row_sum(t[i]) + smoothing)
                 a += _lse_coefficient(g_zsq, g_lse, has_g_lse, lse, i)
                 k = (i - r0) * c
                 off = gl * smoothing / c
-                _spread(sh[k : k + c], sc[k : k + c], sb[k : k + c], lse[i], a, off)
+                _spread(sh[k : k + c], sc[k : k + c], sb[k : k + c], hi_row[i - r0],
+                        a * f_row[i - r0], off)  # fmt: skip
                 t_coef = as_type_of(gl * (1.0 - smoothing), sh[0])
                 tc[k : k + c] = t_coef
             k = (r1 - r0) * c

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import xent
-from xent import _engine
+from xent import _engine, kernels
 from xent._engine import RowOptions
 
 import reference
@@ -159,6 +159,41 @@ def test_a_saved_lse_gives_the_fused_gradient(rng):
         loss, lse, fused = _engine.grad_rows(kind, z, second, opts, g_loss, g_zsq, g_lse=g_lse)
         _, _, again = _engine.grad_rows(kind, z, second, opts, g_loss, g_zsq, g_lse=g_lse, lse=lse)
         np.testing.assert_allclose(again, fused, rtol=2e-5, atol=2e-7)
+
+
+@pytest.mark.parametrize("c", [10, 40, 100, 1_000])  # short rows, small rows, long rows
+def test_large_logits_keep_the_gradient_accurate(rng, c):
+    """Logits near +-3000 (float32): the softmax from a saved lse rounded to float32 was off
+    by ``|lse| 6e-8`` relative (1.8e-4 here); two tied logits of 1e38 each got 1 instead of
+    1/2 (float64 has lost log 2 there too).  Fused, from the saved float64 lse, and from an lse
+    rounded to float32."""
+    n = 64
+    y = rng.integers(0, c, n)
+    for offset in (3000.0, -3000.0):
+        z = (rng.normal(size=(n, c)) * 3 + offset).astype(np.float32)
+        want = reference.torch_cross_entropy_grad(z.astype(np.float64), y)
+        _, grad = xent.value_and_grad(z, y)
+        np.testing.assert_allclose(grad, want, rtol=0, atol=2e-5 * np.abs(want).max())
+        g_loss, g_zsq = np.full(n, 1.0 / n), np.zeros(n)
+        opts = RowOptions(want_lse=True)
+        _, lse64 = _engine.sparse_rows(z, y, opts, lse64=True)
+        assert lse64.dtype == np.float64
+        # rows this short take the saved lse as it is; the per-row kernels renormalise
+        short = c * 4 <= kernels.SHORT_ROW_BYTES
+        for lse in [lse64] if short else [lse64, lse64.astype(np.float32)]:
+            _, _, again = _engine.grad_rows("sparse", z, y, RowOptions(), g_loss, g_zsq, lse=lse)
+            np.testing.assert_allclose(again, want, rtol=0, atol=2e-5 * np.abs(want).max())
+    z = np.zeros((2, c), np.float32)
+    z[:, :7] = [4.68, 1e38, 24.75, 0, -3.67, 1e38, 24.75]
+    y = np.array([4, 1])
+    _, grad = xent.value_and_grad(z, y)
+    np.testing.assert_array_equal(grad[:, [1, 5]], [[0.25, 0.25], [-0.25, 0.25]])
+    assert not grad[:, [0, 2, 3, 6]].any()
+    _, lse64 = _engine.sparse_rows(z, y, RowOptions(want_lse=True), lse64=True)
+    _, _, again = _engine.grad_rows(
+        "sparse", z, y, RowOptions(), np.full(2, 0.5), np.zeros(2), lse=lse64
+    )
+    np.testing.assert_array_equal(again, grad)
 
 
 def test_class_mask_rows_give_zero_gradient_where_masked(rng):

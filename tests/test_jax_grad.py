@@ -117,3 +117,21 @@ def test_minus_inf_logits_with_zero_labels_give_zero_gradient():
         jnp.take_along_axis(got, finite_cols, 1), jnp.take_along_axis(want, finite_cols, 1),
         rtol=1e-5, atol=1e-6,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("c", [10, 1_000])  # the short-row and the long-row gradient kernels
+def test_grad_from_the_saved_lse_keeps_large_logits_accurate(c):
+    # jax.grad runs the gradient kernel from the forward's saved lse (a float32 pair, JAX
+    # holding no float64 here); the lse rounded to float32 alone cost the gradient |lse| 6e-8
+    # relative (1.8e-4 at logits near 3000)
+    rng = np.random.default_rng(3)
+    z = (rng.normal(size=(32, c)) * 3 + 3000).astype(np.float32)
+    y = rng.integers(0, c, 32)
+    got = jax.grad(lambda z: jnp.sum(xent.softmax_cross_entropy_with_integer_labels(z, y)))(
+        jnp.asarray(z)
+    )
+    z64 = z.astype(np.float64)
+    want = np.exp(z64 - z64.max(1, keepdims=True))
+    want /= want.sum(1, keepdims=True)
+    want[np.arange(32), y] -= 1.0
+    np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=2e-5)

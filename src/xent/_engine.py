@@ -355,35 +355,40 @@ def choose(kind: str, rows, options: RowOptions) -> _Kernel:
     raise AssertionError(f"no kernel for {kind}, logits={options.from_logits}, {sorted(used)}")
 
 
-def _rows(kind, rows, second, options: RowOptions):
+def _rows(kind, rows, second, options: RowOptions, lse64=False):
     ready()
     n = rows.shape[0]
     want_lse = options.want_lse
     out = result_dtype(rows.dtype)
-    loss, lse = np.empty(n, out), np.empty(n if want_lse else 0, out)
+    # the kernels write the lse in float64 (one compiled signature either way): a gradient
+    # from a saved lse needs more than its float32 rounding (kernels/grad.py, split_lse)
+    loss, lse = np.empty(n, out), np.empty(n if want_lse else 0, np.float64)
     entry = choose(kind, rows, options)
     kernel = entry.kernel if entry.fits is _long_rows else _kernel(entry.kernel)
     # sparse labels are read as integers (any width), never as the bits of 16-bit floats
     second = writable_alias(second) if kind == "sparse" else kernel_view(second)
     entry.launch(kernel, kernel_view(rows), second, options, loss, lse)
-    return loss, (lse if want_lse else None)
+    if not want_lse:
+        return loss, None
+    return loss, (lse if lse64 else lse.astype(out, copy=False))
 
 
-def sparse_rows(rows, labels, options: RowOptions = RowOptions()):
+def sparse_rows(rows, labels, options: RowOptions = RowOptions(), *, lse64=False):
     """Per-row sparse cross-entropy (and log-sum-exp of logits on request).
 
     ``rows``: float32/float64, or float16/bfloat16 read as they are, ``(N, C)``; ``labels``:
     ``(N,)`` validated, int64 (``IGNORED`` for rows that give 0) or one of the narrower
     ``_inputs.NATIVE_LABEL_DTYPES``.  Returns ``(loss, lse)``,
-    both of :func:`result_dtype`; ``lse`` is ``None`` unless ``options.want_lse``.
+    both of :func:`result_dtype`; ``lse`` is ``None`` unless ``options.want_lse``, float64
+    with ``lse64`` (what a gradient from the saved lse needs: :func:`grad_rows`).
     """
-    return _rows("sparse", rows, labels, options)
+    return _rows("sparse", rows, labels, options, lse64)
 
 
-def dense_rows(rows, targets, options: RowOptions = RowOptions()):
+def dense_rows(rows, targets, options: RowOptions = RowOptions(), *, lse64=False):
     """Per-row categorical cross-entropy against target rows of the same shape; as
     :func:`sparse_rows` (class weights multiply the targets, as PyTorch does)."""
-    return _rows("dense", rows, targets, options)
+    return _rows("dense", rows, targets, options, lse64)
 
 
 _NO_ROWS = np.empty(0, np.float64)
@@ -452,7 +457,7 @@ def _short_rows_grad(kind, rows, second, options, g_loss, g_zsq, g_lse, lse, gra
     loss = None
     if lse is None:
         forward = dense_rows if kind == "dense" else sparse_rows
-        loss, lse = forward(rows, second, dataclasses.replace(options, want_lse=True))
+        loss, lse = forward(rows, second, dataclasses.replace(options, want_lse=True), lse64=True)
     kernel = kernels.sparse_short_rows_grad if kind == "sparse" else kernels.dense_short_rows_grad
     _kernel(kernel)(
         kernel_view(rows),
@@ -465,7 +470,7 @@ def _short_rows_grad(kind, rows, second, options, g_loss, g_zsq, g_lse, lse, gra
         kernel_view(grad),
         bool(grad.ctypes.data == rows.ctypes.data),  # in place (both C-contiguous)
     )
-    return loss, (None if loss is None else lse), grad
+    return loss, (None if loss is None else lse.astype(loss.dtype, copy=False)), grad
 
 
 def probability_checks(rows):

@@ -46,12 +46,19 @@ def _host_forward(make, axis, opts, with_lse, *arrays):
     call = _call(make, axis, opts, arrays)
     out, lse = call.losses(keep_lse=True)
     outs = tuple(np.asarray(o) for o in out) if isinstance(out, tuple) else (np.asarray(out),)
-    return outs + (lse.reshape(call.batch_shape),) if with_lse else outs
+    if not with_lse:
+        return outs
+    # the float64 lse as a pair in the result type (JAX may not hold float64): rounded to
+    # float32 alone it would cost the gradient |lse| 6e-8 relative (kernels/grad.py)
+    hi = lse.astype(outs[0].dtype)
+    lo = (lse - hi).astype(outs[0].dtype)
+    return outs + (hi.reshape(call.batch_shape), lo.reshape(call.batch_shape))
 
 
-def _host_backward(make, axis, opts, ct_loss, ct_z, ct_lse, lse, *arrays):
+def _host_backward(make, axis, opts, ct_loss, ct_z, ct_lse, lse, lse_lo, *arrays):
     """The logits' gradient for the cotangents of the per-example losses, of the returned
-    z-loss terms and of the returned log-sum-exp, from the saved log-sum-exp: one pass of
+    z-loss terms and of the returned log-sum-exp, from the saved log-sum-exp (``lse +
+    lse_lo`` in float64, as :func:`_host_forward` split it): one pass of
     the gradient kernel (computed in float32 or float64, rounded once to the logits' dtype)."""
     from xent._grad import empty_grad
 
@@ -69,7 +76,7 @@ def _host_backward(make, axis, opts, ct_loss, ct_z, ct_lse, lse, *arrays):
         ct_loss * keep,
         opts.z_loss * (ct_loss + ct_z) * keep,  # the loss and the z-loss output hold z lse**2
         g_lse=np.asarray(ct_lse, np.float64).reshape(-1),
-        lse=np.asarray(lse, np.float64).reshape(-1),
+        lse=(np.asarray(lse, np.float64) + np.asarray(lse_lo, np.float64)).reshape(-1),
         out=g_rows,
     )
     return np.ascontiguousarray(_jax_dtype(grad))
@@ -108,18 +115,18 @@ def per_example(kind, make, logits, labels, axis, where, opts):
 
     def loss_fwd(*a):
         host = functools.partial(_host_forward, make, neg_ax, opts, True)
-        got = callback(host, out_types + (lse_type,), *a)
-        return got[:n_out], (got[n_out], a)
+        got = callback(host, out_types + (lse_type, lse_type), *a)
+        return got[:n_out], (got[n_out], got[n_out + 1], a)
 
     def loss_bwd(saved, cts):
-        lse, a = saved
+        lse, lse_lo, a = saved
         zero = jnp.zeros(batch_shape, res)
         ct_loss = cts[0] if cts[0] is not None else zero
         ct_z = cts[1] if opts.return_z_loss else zero
         ct_lse = cts[-1] if opts.return_lse else zero
         host = functools.partial(_host_backward, make, neg_ax, opts)
         grad_type = jax.ShapeDtypeStruct(a[0].shape, a[0].dtype)
-        d_logits = callback(host, grad_type, ct_loss, ct_z, ct_lse, lse, *a)
+        d_logits = callback(host, grad_type, ct_loss, ct_z, ct_lse, lse, lse_lo, *a)
         d_labels = None
         if kind == "dense":
             d_labels = _labels_grad(a, lse, ct_loss, neg_ax, where is not None, opts)

@@ -131,11 +131,11 @@ class _Call:
 
     def losses(self, keep_lse=False):
         """The per-example outputs (loss, and the z-loss / lse when asked for); with
-        ``keep_lse`` also every row's log-sum-exp, as ``(outputs, lse)``."""
+        ``keep_lse`` also every row's log-sum-exp in float64, as ``(outputs, lse)``."""
         rows_fn = _engine.dense_rows if self.kind == "dense" else _engine.sparse_rows
         options = dataclasses.replace(self.options, want_lse=True) if keep_lse else self.options
-        loss, lse = rows_fn(self.rows, self.second, options)
-        wanted = lse if self.opts.want_lse else None
+        loss, lse = rows_fn(self.rows, self.second, options, lse64=keep_lse)
+        wanted = lse.astype(loss.dtype, copy=False) if self.opts.want_lse else None
         out = _finish(loss, wanted, self.row_mask, self.opts, self.batch_shape)
         return (out, lse) if keep_lse else out
 

@@ -70,7 +70,9 @@ class CrossEntropyFunction(torch.autograd.Function):
         if reduction == "none" and not inplace:
             # the upstream gradient of each element is needed: compute it in backward
             rows_fn = _engine.dense_rows if p.kind == "dense" else _engine.sparse_rows
-            loss, lse = rows_fn(p.rows, p.second, dataclasses.replace(p.options, want_lse=True))
+            options = dataclasses.replace(p.options, want_lse=True)
+            loss, lse64 = rows_fn(p.rows, p.second, options, lse64=True)
+            lse = lse64.astype(loss.dtype, copy=False)
             z = z_terms(lse, opts, p.counted)
             shape = p.batch_shape
             total = loss if not opts.z_loss else loss + z
@@ -80,7 +82,7 @@ class CrossEntropyFunction(torch.autograd.Function):
                 lse.reshape(shape) if opts.return_lse else None,
                 opts,
             )
-            ctx.lse, ctx.grad, ctx.fused = lse, None, False
+            ctx.lse, ctx.grad, ctx.fused = lse64, None, False  # float64 for the backward
         else:
             if inplace:
                 out_rows, grad = inplace_rows(p, input), input
