@@ -92,9 +92,9 @@ def test_integer_label_dtypes_give_the_reference(rng, label_dtype, c, monkeypatc
     int64: each gives the reference, with and without a class mask."""
     seen = []
 
-    def sparse_rows(rows, labels, options):
+    def sparse_rows(rows, labels, options, **kw):
         seen.append(labels.dtype)
-        return run(rows, labels, options)
+        return run(rows, labels, options, **kw)
 
     run = _engine.sparse_rows
     monkeypatch.setattr(_engine, "sparse_rows", sparse_rows)
