@@ -340,6 +340,16 @@ EXP2_POLY_F32 = tuple(
 )
 
 
+@njit(**_OPTS)
+def _horner(coefficients, f):
+    """``sum c_k f**(n - k)`` of a tuple, highest power first, by Horner's rule (each step one
+    fused multiply-add; LLVM unrolls the constant-length loop)."""
+    p = coefficients[0]
+    for k in range(1, len(coefficients)):
+        p = p * f + coefficients[k]
+    return p
+
+
 @njit(types.float32(types.float32), **_OPTS)
 def exp2_f32(u):
     """``2**u`` for float32 ``u`` clamped to ``[-127, 64]`` (0 at k = -127, tiny between -126.5
@@ -354,13 +364,7 @@ def exp2_f32(u):
     uc = _F32(EXP2_HI) if uc > _F32(EXP2_HI) else uc
     t = uc + _MAGIC32
     f = uc - (t - _MAGIC32)  # in [-1/2, 1/2]
-    p = EXP2_POLY_F32[0]
-    p = p * f + EXP2_POLY_F32[1]
-    p = p * f + EXP2_POLY_F32[2]
-    p = p * f + EXP2_POLY_F32[3]
-    p = p * f + EXP2_POLY_F32[4]
-    p = p * f + EXP2_POLY_F32[5]
-    p = p * f + EXP2_POLY_F32[6]
+    p = _horner(EXP2_POLY_F32, f)
     # bits(t) << 23 keeps only (k + 127) << 23 (the magic's own bits shift out of 32 bits)
     return p * f32_from_bits(bits_from_f32(t) << 23)
 
@@ -373,19 +377,7 @@ def exp2_f64(u):
     uc = EXP2_HI if uc > EXP2_HI else uc
     t = uc + _MAGIC64
     f = uc - (t - _MAGIC64)
-    p = EXP2_POLY_F64[0]
-    p = p * f + EXP2_POLY_F64[1]
-    p = p * f + EXP2_POLY_F64[2]
-    p = p * f + EXP2_POLY_F64[3]
-    p = p * f + EXP2_POLY_F64[4]
-    p = p * f + EXP2_POLY_F64[5]
-    p = p * f + EXP2_POLY_F64[6]
-    p = p * f + EXP2_POLY_F64[7]
-    p = p * f + EXP2_POLY_F64[8]
-    p = p * f + EXP2_POLY_F64[9]
-    p = p * f + EXP2_POLY_F64[10]
-    p = p * f + EXP2_POLY_F64[11]
-    p = p * f + EXP2_POLY_F64[12]
+    p = _horner(EXP2_POLY_F64, f)
     return p * f64_from_bits(bits_from_f64(t) << 52)
 
 

@@ -45,6 +45,7 @@ from .stream import (
     prefetch_span,
     row_max,
     row_sum,
+    row_sum_exp,
     sparse_guess,
     sparse_row_loss,
 )
@@ -88,18 +89,7 @@ def _block_factors(z, lse, r0, r1, hi_row, f_row):
     if not top <= LSE_SERIES:  # some row beyond (or NaN): renormalise those rows
         for r in range(r1 - r0):
             if abs(lse[r0 + r]) > LSE_SERIES:  # float64 has lost log s
-                f_row[r] = _renormaliser(z, r0 + r, hi_row[r])
-
-
-@njit(**SCALAR)
-def _renormaliser(z, i, hi):
-    """``1 / sum_j exp(z[i, j] - hi)``: a short row's ``f`` when its saved ``lse`` is beyond
-    ``LSE_SERIES`` (rare; it takes the whole array, so that the common rows pass no row
-    view)."""
-    s = 0.0
-    for j in range(z.shape[1]):
-        s += np.float64(fast_exp(widen(z[i, j]) - hi))
-    return 1.0 / s
+                f_row[r] = 1.0 / row_sum_exp(z[r0 + r], hi_row[r])
 
 
 @njit(**ROW)
