@@ -13,7 +13,7 @@ from numba.extending import overload
 from ._config import PARALLEL, ROW, SCALAR
 from ._half import widen, work_empty, work_zero
 from ._math import as_type_of, fast_log
-from ._simd import has_avx512, log_rows_accepts, log_rows_f32
+from ._simd import has_vector_exp, log_rows_accepts, log_rows_f32
 from .rows import row_chunks
 from .short_rows import NO_STAT, SHORT_BLOCK, _turn_block, turned_rows
 from .stream import BLOCK, IGNORED, PREFETCH_AHEAD, STREAM_BLOCK, prefetch_span, row_sum
@@ -117,7 +117,7 @@ def _any_nonzero(tblock, like):
 def _piece_logs(block, tblock, scale, lo, hi, keep, spread, q):
     """``sum_c t'_c log q_c`` over a piece as :func:`_piece_dense_probs`, the clipped values
     first gathered into ``q`` (at least the piece's length rounded up to 16) and their logs
-    taken there in one vector loop (``_simd.log_rows_f32`` with AVX-512)."""
+    taken there in one vector loop (``_simd.log_rows_f32`` with AVX-512 or AVX2)."""
     n = block.shape[0]
     whole = (n + 15) // 16 * 16
     for j in range(n):
@@ -212,9 +212,10 @@ def _log_in_place(q):  # pragma: no cover - replaced by the overload
 
 @overload(_log_in_place, jit_options={k: v for k, v in ROW.items() if k != "cache"})
 def _log_in_place_impl(q):
-    # float32 on an AVX-512 CPU: 16 lanes with the exponent and mantissa from vgetexpps /
-    # vgetmantps (kernels/_simd.py; length a multiple of 16, as the callers' buffers are)
-    if has_avx512() and log_rows_accepts(q, q):
+    # float32 with AVX-512 (16 lanes, the exponent and mantissa from vgetexpps / vgetmantps)
+    # or AVX2 (8 lanes, the scalar code's bit work in 32-bit integer lanes): kernels/_simd.py;
+    # length a multiple of 16, as the callers' buffers are
+    if has_vector_exp() and log_rows_accepts(q, q):
         return lambda q: log_rows_f32(q, q)
 
     def scalar(q):  # one array, so that no overlap test sends LLVM to its scalar loop

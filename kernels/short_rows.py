@@ -13,7 +13,6 @@ from ._math import (
     fast_log1p,
 )
 from ._simd import (
-    has_avx512,
     has_vector_exp,
     log1p_rows_accepts,
     log1p_rows_f32,
@@ -21,6 +20,8 @@ from ._simd import (
     turned_dense_sums,
     turned_sum_accepts,
     turned_sum_exp2,
+    turned_sum_exp2_ties,
+    turned_ties_accepts,
 )
 from .rows import dense_row, row_chunks, sparse_row, weigh_targets
 from .stream import ACCEPT, IGNORED, LOG2E
@@ -212,14 +213,27 @@ def _turned_total(bt, c, nr, total):
             total[r] += bt[j, r]
 
 
-@njit(**ROW)
-def _turned_sum_exp(bz, c, nr, m, s, ties):
+def _turned_sum_exp(bz, c, nr, m, s, ties):  # pragma: no cover - replaced by the overload
     """``s[r] = sum_j exp(z[r, j] - m[r])`` over the terms below the maximum, ``ties[r]`` the
     number of terms at it (each exactly 1): ``s' = s + (ties - 1)`` leaves one out.
 
     Counting ties instead of finding the maximum's position keeps the loop free of
     data-dependent branches (measured: a branchy arg-max ran 5x slower on random rows).
     """
+    raise NotImplementedError
+
+
+@overload(_turned_sum_exp, jit_options=_OVERLOAD_ROW)
+def _turned_sum_exp_impl(bz, c, nr, m, s, ties):
+    # float32 or float64 on an AVX-512 or AVX2 CPU: the explicit loop over the whole buffer
+    # (kernels/_simd.py); else the vectorised scalar loop over the block's nr rows
+    if has_vector_exp() and turned_ties_accepts(bz, c, m, s, ties):
+        return lambda bz, c, nr, m, s, ties: turned_sum_exp2_ties(bz, c, m, s, ties)
+    return lambda bz, c, nr, m, s, ties: _turned_sum_exp_scalar(bz, c, nr, m, s, ties)
+
+
+@njit(**ROW)
+def _turned_sum_exp_scalar(bz, c, nr, m, s, ties):
     zero = as_type_of(0.0, m[0])
     one = as_type_of(1.0, m[0])
     log2e = as_type_of(LOG2E, m[0])
@@ -314,9 +328,9 @@ def _log1p_into(s, ties, nr, out):  # pragma: no cover - replaced by the overloa
 
 @overload(_log1p_into, jit_options=_OVERLOAD_ROW)
 def _log1p_into_impl(s, ties, nr, out):
-    # float32 on an AVX-512 CPU: 16 lanes with the exponent and mantissa from vgetexpps /
-    # vgetmantps (kernels/_simd.py), over the whole block buffer
-    if has_avx512() and log1p_rows_accepts(s, ties, out):
+    # float32 with AVX-512 or AVX2: 16 or 8 lanes (kernels/_simd.py), over the whole block
+    # buffer
+    if has_vector_exp() and log1p_rows_accepts(s, ties, out):
         return lambda s, ties, nr, out: log1p_rows_f32(s, ties, out)
     return lambda s, ties, nr, out: _log1p_into_scalar(s, ties, nr, out)
 

@@ -174,10 +174,6 @@ def _simd_sums():
     return each, whole
 
 
-needs_avx512 = pytest.mark.skipif(
-    not __import__("xent.kernels._simd", fromlist=["has_avx512"]).has_avx512(),
-    reason="the 16-lane logs are compiled only for CPUs with AVX-512 (others use the scalar loop)",
-)
 needs_vector_exp = pytest.mark.skipif(
     not __import__("xent.kernels._simd", fromlist=["has_vector_exp"]).has_vector_exp(),
     reason="the explicit 2**u loops need AVX-512 or AVX2 with FMA (others use the scalar loop)",
@@ -275,7 +271,7 @@ def test_turned_float64_sums_equal_the_scalar_loops_bit_for_bit():
     assert np.isfinite(got[0][8:]).all()
 
 
-@needs_avx512
+@needs_vector_exp
 def test_simd_log1p_accuracy_and_edges():
     # the short-row kernels' last step, log1p(s + ties - 1) over a block buffer: the same
     # 3-ulp budget as the scalar log1p, on the sums it sees (s >= 0, ties >= 1)
@@ -305,12 +301,13 @@ def test_simd_log1p_accuracy_and_edges():
     apply(x, ties, out)
     arg = x + (ties - 1)
     assert ulp_error(out, arg, np.log1p, np.float32) <= 3.0
+    _same_as_scalar_on_avx2(out, arg, "log1p_f32")
     edge = np.array([np.inf, np.nan, 3e38] + [0.0] * 13, np.float32)
     apply(edge, np.ones(16, np.float32), out[:16])
     assert out[0] == np.inf and np.isnan(out[1]) and abs(out[2] - np.log1p(3e38)) < 1e-5
 
 
-@needs_avx512
+@needs_vector_exp
 def test_simd_log_accuracy_and_edges():
     # the short-row probability kernel's logs over a block buffer (in place): log_f32's 2-ulp
     # budget over the whole float32 range, subnormals included, and its edge values
@@ -340,6 +337,29 @@ def test_simd_log_accuracy_and_edges():
     apply(edge)
     assert np.isnan(edge[0]) and edge[1] == np.inf and np.isnan(edge[2])
     assert edge[3] == -np.inf and edge[4] == -np.inf and np.isnan(edge[5])
+    _same_as_scalar_on_avx2(out, x, "log_f32")
+
+
+def _same_as_scalar_on_avx2(got, x, name):
+    """In 8 lanes (AVX2) the vector logs are the scalar functions' operations in their order:
+    every value equal to ``_math``'s, bit for bit."""
+    from numba import njit
+
+    from xent.kernels import _math
+    from xent.kernels._simd import vector_lanes
+
+    if vector_lanes() != 8:
+        return
+    scalar = getattr(_math, name)
+
+    @njit(fastmath={"contract"})
+    def each(x, out):
+        for g in range(x.shape[0]):
+            out[g] = scalar(x[g])
+
+    want = np.empty_like(x)
+    each(x, want)
+    np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
 
 
 _HASWELL = (
