@@ -244,17 +244,23 @@ def test_turned_float64_sums_equal_the_scalar_loops_bit_for_bit():
     # is the scalar code's, added in the same class order, so every sum is the same double
     from numba import njit
 
-    from xent.kernels._simd import turned_dense_sums, turned_sum_exp2
-    from xent.kernels.short_rows import _turned_dense_sums_scalar, _turned_sum_exp_all_scalar
+    from xent.kernels._simd import turned_dense_sums, turned_sum_exp2, turned_sum_exp2_ties
+    from xent.kernels.short_rows import (
+        _turned_dense_sums_scalar,
+        _turned_sum_exp_all_scalar,
+        _turned_sum_exp_scalar,
+    )
 
     @njit
     def both(bz, bt, c, m):
         n = bz.shape[1]
-        out = [np.empty(n) for _ in range(8)]
+        out = [np.empty(n) for _ in range(12)]
         turned_sum_exp2(bz, c, m, out[0])
         _turned_sum_exp_all_scalar(bz, c, n, m, out[1])
         turned_dense_sums(bz, bt, c, m, out[2], out[3], out[4])
         _turned_dense_sums_scalar(bz, bt, c, n, m, out[5], out[6], out[7], out[7], False)
+        turned_sum_exp2_ties(bz, c, m, out[8], out[9])  # the options' sums below the maximum
+        _turned_sum_exp_scalar(bz, c, n, m, out[10], out[11])
         return out
 
     rng = np.random.default_rng(8)
@@ -268,7 +274,9 @@ def test_turned_float64_sums_equal_the_scalar_loops_bit_for_bit():
     np.testing.assert_array_equal(got[0], got[1])
     for k in range(3):
         np.testing.assert_array_equal(got[2 + k], got[5 + k])
-    assert np.isfinite(got[0][8:]).all()
+    for k in range(2):
+        np.testing.assert_array_equal(got[8 + k], got[10 + k])
+    assert np.isfinite(got[0][8:]).all() and (got[9][8:] >= 1).all()  # the maxima counted
 
 
 @needs_vector_exp
