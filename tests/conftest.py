@@ -17,7 +17,7 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 def pytest_xdist_auto_num_workers(config):
     """``pytest -n auto``: a worker per core this process may run on, at most 4.  Most of the
     suite's time is single-threaded Numba compilation, which workers share out; each also
-    compiles what it runs and imports the frameworks (about 1.5 GB), so more than 4 cost
+    compiles what it runs and imports the frameworks (about 1.3 GB), so more than 4 cost
     more than they save."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(4, cores or 1))

@@ -176,7 +176,7 @@ def _simd_sums():
 
 needs_vector_exp = pytest.mark.skipif(
     not __import__("xent.kernels._simd", fromlist=["has_vector_exp"]).has_vector_exp(),
-    reason="the explicit 2**u loops need AVX-512 or AVX2 with FMA (others use the scalar loop)",
+    reason="the explicit loops need AVX-512 or AVX2 with FMA (others use the scalar loops)",
 )
 
 
