@@ -272,8 +272,13 @@ def test_turned_float64_sums_equal_the_scalar_loops_bit_for_bit():
     m[:8] = bz[0, :8]  # ties (d == 0), NaN, infinite and far-off shifts
     got = both(bz, bt, c, m)
     np.testing.assert_array_equal(got[0], got[1])
-    for k in range(3):
+    for k in range(2):
         np.testing.assert_array_equal(got[2 + k], got[5 + k])
+    # the target sums hold no exp: whether LLVM fuses t d into the running sum of the scalar
+    # loop is its choice per CPU (AVX-512 makes it a masked FMA; AVX2 does not), the vector
+    # loop never fuses it; every term has the sign of d <= 0, so the two differ by at most
+    # one rounding per term
+    np.testing.assert_allclose(got[4], got[7], rtol=c * 2.0**-52, atol=0)
     for k in range(2):
         np.testing.assert_array_equal(got[8 + k], got[10 + k])
     assert np.isfinite(got[0][8:]).all() and (got[9][8:] >= 1).all()  # the maxima counted
