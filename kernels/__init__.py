@@ -30,7 +30,7 @@ from .probs import (
     sparse_probs,
     sparse_probs_short_rows,
 )
-from .reduce import float64_total
+from .reduce import float64_total, integer_range
 from .rows import dense_logits, sparse_logits
 from .short_rows import SHORT_ROW_BYTES, dense_logits_short_rows, sparse_logits_short_rows
 from .stream import IGNORED
@@ -55,6 +55,7 @@ __all__ = [
     "exp_floor",
     "float64_total",
     "has_avx512",
+    "integer_range",
     "row_scale",
     "row_sums",
     "serial",

@@ -151,3 +151,28 @@ def test_float64_total_sums_float32_exactly_enough_in_any_layout():
         assert (got == np.inf) if special == np.inf else np.isnan(got)
     x64 = x.astype(np.float64)
     assert _engine.float64_total(x64) == np.sum(x64)  # NumPy's pairwise sum
+
+
+INTEGER_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
+
+
+@pytest.mark.parametrize("dtype", INTEGER_DTYPES)
+def test_integer_range_is_min_and_max_in_every_integer_dtype(dtype):
+    """The label range check's one-pass (min, max) against Python's own ``min``/``max`` of the
+    values: both ends of the dtype, placed first, last and in the middle, at lengths on both
+    sides of the compiled pass's threshold and at a length that is not a multiple of any
+    vector; strided arrays (NumPy's path) too."""
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(5)
+    n0 = _engine.RANGE_KERNEL_MIN
+    for n in (1, 7, n0 - 1, n0, n0 + 1, 3 * n0 + 13):
+        x = rng.integers(info.min // 2, info.max // 2, size=n, dtype=dtype, endpoint=True)
+        for lo_at, hi_at in ((0, n - 1), (n - 1, 0), (n // 2, n // 3)):
+            y = x.copy()
+            y[hi_at] = info.max
+            y[lo_at] = info.min  # where both ends share a place, min wins: still checked
+            values = y.tolist()
+            assert _engine.integer_range(y) == (min(values), max(values)), (n, lo_at, hi_at)
+        strided = x[::2]
+        values = strided.tolist()
+        assert _engine.integer_range(strided) == (min(values), max(values))

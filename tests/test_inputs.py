@@ -232,3 +232,22 @@ def test_an_ignore_value_nothing_matches_costs_no_copy():
     assert fewer[3] == fewer[99] == 0.0
     assert xent.cross_entropy(z, some) == pytest.approx(float(all_rows[valid].mean()), rel=1e-6)
     assert xent.cross_entropy(z, y) == pytest.approx(float(all_rows.mean()), rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.int64])
+def test_long_labels_out_of_range_are_named(dtype):
+    """Labels long enough for the one-pass range check: a bad label first, in the middle or
+    last is found and named with its position; valid labels at both ends of the range pass."""
+    n = 200_003
+    z = np.zeros((n, 10), np.float32)
+    y = (np.arange(n) % 10).astype(dtype)
+    assert np.isfinite(xent.sparse_categorical_crossentropy(y, z, from_logits=True)).all()
+    for at in (0, n // 2, n - 1):
+        bad = y.copy()
+        bad[at] = 10
+        with pytest.raises(ValueError, match=rf"out-of-range label 10 at index {at};"):
+            xent.sparse_categorical_crossentropy(bad, z, from_logits=True)
+        if np.iinfo(dtype).min < 0:
+            bad[at] = -1
+            with pytest.raises(ValueError, match=rf"out-of-range label -1 at index {at};"):
+                xent.sparse_categorical_crossentropy(bad, z, from_logits=True)

@@ -83,6 +83,20 @@ def float64_total(values: np.ndarray) -> float:
     return float(np.sum(values, dtype=np.float64))
 
 
+#: Integer arrays at least this long get their range from one compiled pass; shorter ones from
+#: NumPy's ``min()`` and ``max()`` (a compile per integer dtype is not worth 0.1 ms).
+RANGE_KERNEL_MIN = 1 << 16
+
+
+def integer_range(values: np.ndarray) -> tuple[int, int]:
+    """``(min, max)`` of a non-empty 1-D integer array of native byte order: one compiled pass
+    over long C-contiguous arrays (half the time of NumPy's two), NumPy's otherwise."""
+    if values.shape[0] >= RANGE_KERNEL_MIN and values.flags.c_contiguous:
+        lo, hi = kernels.integer_range(values)
+        return int(lo), int(hi)
+    return int(values.min()), int(values.max())
+
+
 def exp_floor(x: np.ndarray) -> Callable[[], float]:
     """The compute baseline for ``x``: a no-argument callable that takes as many ``exp`` as
     ``x`` has elements (at least), from a cache-resident piece of ``x`` re-read on all

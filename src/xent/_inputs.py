@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from xent import _engine
 from xent._engine import IGNORED
 from xent._frameworks import as_bfloat16, dtype_name, is_bfloat16, to_numpy
 from xent._numbers import check_number
@@ -298,16 +299,19 @@ def as_labels(
                 bad &= ~ignored
             if bad.any():
                 fail(bad, "the non-integral label")
-        # Range check: a cheap min/max first (neither where the dtype cannot hold an
-        # offending value), the mask only when something is wrong.
+        # Range check: a cheap min/max first (one compiled pass for long integer labels;
+        # neither where the dtype cannot hold an offending value), the mask only when
+        # something is wrong.
         check = flat if ignored is None else flat[~ignored]
         low = kind == "f" or np.iinfo(flat.dtype).min < 0
         high = kind == "f" or np.iinfo(flat.dtype).max >= n_classes
-        if check.size and ((low and check.min() < 0) or (high and check.max() >= n_classes)):
-            bad = (flat < 0) | (flat >= n_classes)
-            if ignored is not None:
-                bad &= ~ignored
-            fail(bad, "the out-of-range label")
+        if check.size and (low or high):
+            lo, hi = _engine.integer_range(check) if kind in "iu" else (check.min(), check.max())
+            if (low and lo < 0) or (high and hi >= n_classes):
+                bad = (flat < 0) | (flat >= n_classes)
+                if ignored is not None:
+                    bad &= ~ignored
+                fail(bad, "the out-of-range label")
     if ignored is None and native and flat.dtype in NATIVE_LABEL_DTYPES:
         labels = np.ascontiguousarray(flat)  # strided labels would compile one more layout
     elif ignored is None:
