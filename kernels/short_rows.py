@@ -4,7 +4,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from ._bits import TILE_F32, TILE_F64, turn_tile, turn_tile_max, turn_tile_sum
+from ._bits import TILE_F32, TILE_F64, prefetch, turn_tile, turn_tile_max, turn_tile_sum
 from ._config import PARALLEL, ROW, SCALAR
 from ._half import float16_bits_to_float32, half_format, widen, work_empty, work_zero
 from ._math import (
@@ -59,6 +59,48 @@ SHORT_BLOCK = 64
 #: float64 tiles 1.2x faster at C = 8, slower at C = 6.
 TILE_MIN_COLUMNS_F32 = 7
 TILE_MIN_COLUMNS_F64 = 8
+
+
+#: C-contiguous rows of at least this many bytes have the next block fetched ahead
+#: (:func:`_prefetch_block`).
+PREFETCH_ROW_BYTES = 48
+
+
+def _prefetch_block(x, r0):  # pragma: no cover - replaced by the overload
+    """Hint the CPU to fetch rows ``r0 .. r0 + SHORT_BLOCK`` of ``x``, one prefetch per cache
+    line, where ``x`` is C-contiguous float32 with rows of at least ``PREFETCH_ROW_BYTES``
+    (else nothing).  The dense kernel calls it one block ahead of its turns, for the logits
+    and the targets, so that a block's arithmetic overlaps the next block's transfer.
+
+    Why (Intel Xeon, LLVM rocketlake, the dense kernel on 10M float32 elements, paired
+    medians of 31 interleaved calls): without it, 6.1-6.8 ms at C = 24 and 32 against
+    4.7 at C = 16 and 5.3 at C = 48 (the tiles read 16 rows of both arrays at the stride of
+    a row, which the hardware prefetchers follow badly there); with it 0.76-0.80x at C = 24
+    and 32, 0.91-1.0x at C = 12, 16 and 48, nothing at C = 10.  Not for float64, whose
+    loop is bound by its exp: 0.94x at C = 6 but 1.07x at C = 12 and 1.11x at C = 24 (the
+    prefetched block and the two turned blocks fill the 48 KiB L1); not for the sparse
+    kernel, which streams one array and ran 1.0-1.04x with it.
+    """
+    raise NotImplementedError
+
+
+@overload(_prefetch_block, jit_options=_OVERLOAD_ROW)
+def _prefetch_block_impl(x, r0):
+    if not (
+        isinstance(x, types.Array) and x.ndim == 2 and x.layout == "C" and x.dtype == types.float32
+    ):
+        return lambda x, r0: None
+    step = 512 // x.dtype.bitwidth  # elements per 64-byte cache line
+
+    def impl(x, r0):
+        n, c = x.shape
+        if c * x.itemsize < PREFETCH_ROW_BYTES or r0 >= n:
+            return
+        flat = x.reshape(-1)
+        for q in range(r0 * c, min(n, r0 + SHORT_BLOCK) * c, step):
+            prefetch(flat, q)
+
+    return impl
 
 
 @njit(**SCALAR)
@@ -680,6 +722,8 @@ def dense_logits_short_rows(z, t, smoothing, class_weights, out_loss, out_lse):
             # the row maxima come with the turn, and the target sums where tiles turn the
             # targets (from the tiles' registers; class weights multiply the targets first)
             _turn_block(z, r0, nr, like, tiles_z, raw, m, ROW_MAX)
+            _prefetch_block(z, r0 + SHORT_BLOCK)
+            _prefetch_block(t, r0 + SHORT_BLOCK)
             if sum_in_turn:
                 _turn_block(t, r0, nr, like, tiles_t, raw, t_sum, ROW_SUM)
             else:
