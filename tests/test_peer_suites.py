@@ -15,7 +15,6 @@ import re
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import xent
@@ -119,18 +118,49 @@ def test_torch_module_db_forward_cases(dtype_name):
             got = ours(*args, **kwargs)
             where = f"{info.module_cls.__name__} {s.desc}"
             assert got.dtype == want.dtype and got.shape == want.shape, where
-            torch.testing.assert_close(got, want, rtol=rtol, atol=1e-6, equal_nan=True, msg=where)
+            exact = _float64_module_output(torch, info, s) if dtype == torch.float32 else None
+            _assert_as_close_as_the_peer(torch, got, want, want, exact, rtol, where)
             if s.reference_fn is not None:
                 ref = torch.as_tensor(s.reference_fn(module, *args), dtype=torch.float64)
-                np.testing.assert_allclose(
-                    got.double().numpy(),
-                    ref.numpy(),
-                    rtol=max(rtol, 1e-7),
-                    atol=1e-6,
-                    err_msg=where,
-                )
+                _assert_as_close_as_the_peer(torch, got, ref, want, exact, max(rtol, 1e-7), where)
             n += 1
     assert n > 100
+
+
+def _float64_module_output(torch, info, sample):
+    """The case's module run in float64 on float64 copies of its inputs and weights."""
+
+    def wide(x):
+        return x.double() if torch.is_tensor(x) and x.is_floating_point() else x
+
+    kwargs = {k: wide(v) for k, v in sample.constructor_input.kwargs.items()}
+    module = info.module_cls(*map(wide, sample.constructor_input.args), **kwargs)
+    return module(*map(wide, sample.forward_input.args)).double()
+
+
+def _assert_as_close_as_the_peer(torch, got, target, peer, exact, rtol, where):
+    """``got`` within ``rtol`` (``atol`` 1e-6) of ``target`` (PyTorch's result or the case's
+    reference), or, in float32, no further from the float64 value ``exact`` than twice
+    PyTorch's own float32 result ``peer`` is, plus 4 ulp.
+
+    Why the second test: with negative class weights, losses of order 1 come from terms of
+    order 100 that cancel, and float32 leaves both PyTorch and xent about 1e-5 off the
+    float64 value, in either direction (PyTorch's module tests draw such weights at random:
+    2-3 of 300 draws failed the first test alone, before and after the session-18 kernels;
+    xent's error there was 1.0-1.9e-5, PyTorch's 0.7-1.9e-5)."""
+    try:
+        torch.testing.assert_close(
+            got.double(), target.double(), rtol=rtol, atol=1e-6, equal_nan=True, msg=where
+        )
+        return
+    except AssertionError:
+        if exact is None:
+            raise
+    err_ours = (got.double() - exact).abs()
+    err_peer = (peer.double() - exact).abs()
+    bound = 2 * err_peer + 4 * torch.finfo(torch.float32).eps * exact.abs() + 1e-6
+    ok = (err_ours <= bound) | (got.isnan() & exact.isnan())
+    assert bool(ok.all()), (where, float((err_ours - bound).max()))
 
 
 def test_torch_module_db_backward_cases():
