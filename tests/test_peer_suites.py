@@ -143,11 +143,11 @@ def _assert_as_close_as_the_peer(torch, got, target, peer, exact, rtol, where):
     reference), or, in float32, no further from the float64 value ``exact`` than twice
     PyTorch's own float32 result ``peer`` is, plus 4 ulp.
 
-    Why the second test: with negative class weights, losses of order 1 come from terms of
-    order 100 that cancel, and float32 leaves both PyTorch and xent about 1e-5 off the
-    float64 value, in either direction (PyTorch's module tests draw such weights at random:
-    2-3 of 300 draws failed the first test alone, before and after the session-18 kernels;
-    xent's error there was 1.0-1.9e-5, PyTorch's 0.7-1.9e-5)."""
+    Why the second test: with negative class weights a loss can be the difference of terms
+    that cancel (-0.0833 from -53.23 and 53.15), and float32 leaves both PyTorch and xent
+    about 1e-5 off the float64 value, in either direction (PyTorch's module tests draw such
+    weights at random: 2-3 of 300 draws failed the first test alone, before and after the
+    session-18 kernels; xent's error there was 1.0-1.9e-5, PyTorch's 0.7-1.9e-5)."""
     try:
         torch.testing.assert_close(
             got.double(), target.double(), rtol=rtol, atol=1e-6, equal_nan=True, msg=where
