@@ -735,15 +735,15 @@ def sparse_short_rows_grad(z, labels, smoothing, g_loss, g_zsq, g_lse, lse, grad
                 _spread(sh[k : k + c], sc[k : k + c], sb[k : k + c], hi_row[i - r0],
                         a * f_row[i - r0], off)  # fmt: skip
             # the label's element first: in place, the flat loop overwrites the logits
-            _label_terms(z[r0:r1].reshape(-1), labels[r0:r1], c, smoothing, g_loss[r0:r1],
-                         g_zsq, g_lse, has_g_lse, lse, r0, hi_row, f_row, e_row,
-                         g_label)  # fmt: skip
+            zf = z[r0:r1].reshape(-1)
+            _label_terms(zf, labels[r0:r1], c, smoothing, g_loss[r0:r1], g_zsq, g_lse,
+                         has_g_lse, lse, r0, hi_row, f_row, e_row, g_label)  # fmt: skip
             k = (r1 - r0) * c
             gf = grad[r0:r1].reshape(-1)
             if inplace:
                 _flat_grad_inplace(gf, sh[:k], sc[:k], sb[:k])
             else:
-                _flat_grad(z[r0:r1].reshape(-1), sh[:k], sc[:k], sb[:k], gf)
+                _flat_grad(zf, sh[:k], sc[:k], sb[:k], gf)
             for i in range(r0, r1):
                 y = labels[i]
                 q = (i - r0) * c

@@ -4,7 +4,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from ._bits import TILE_F32, TILE_F64, prefetch, turn_tile, turn_tile_max, turn_tile_sum
+from ._bits import TILE_F32, TILE_F64, turn_tile, turn_tile_max, turn_tile_sum
 from ._config import PARALLEL, ROW, SCALAR
 from ._half import float16_bits_to_float32, half_format, widen, work_empty, work_zero
 from ._math import (
@@ -24,7 +24,7 @@ from ._simd import (
     turned_ties_accepts,
 )
 from .rows import dense_row, row_chunks, sparse_row, weigh_targets
-from .stream import ACCEPT, IGNORED, LOG2E
+from .stream import ACCEPT, IGNORED, LOG2E, prefetch_span
 
 _OVERLOAD_ROW = {k: v for k, v in ROW.items() if k != "cache"}
 
@@ -90,15 +90,12 @@ def _prefetch_block_impl(x, r0):
         isinstance(x, types.Array) and x.ndim == 2 and x.layout == "C" and x.dtype == types.float32
     ):
         return lambda x, r0: None
-    step = 512 // x.dtype.bitwidth  # elements per 64-byte cache line
 
     def impl(x, r0):
         n, c = x.shape
         if c * x.itemsize < PREFETCH_ROW_BYTES or r0 >= n:
             return
-        flat = x.reshape(-1)
-        for q in range(r0 * c, min(n, r0 + SHORT_BLOCK) * c, step):
-            prefetch(flat, q)
+        prefetch_span(x.reshape(-1), r0 * c, min(n, r0 + SHORT_BLOCK) * c)
 
     return impl
 
@@ -304,26 +301,25 @@ def _turned_shift_sum(bz, c, nr, m, w, out):
             out[r] += wj * (bz[j, r] - m[r]) if wj != zero else zero
 
 
-def _turned_dense_sums(bz, bt, c, nr, m, s, ties, t_sum, tz, add_t_sum):  # pragma: no cover
-    """:func:`_turned_dense_sums_scalar`, by the explicit vector loop where it can."""
+def _turned_dense_sums(bz, bt, c, nr, m, s, ties, t_sum, tz):  # pragma: no cover - overload
+    """:func:`_turned_dense_sums_scalar` for a block whose target sums the turn already took,
+    by the explicit vector loop where it can."""
     raise NotImplementedError
 
 
 @overload(_turned_dense_sums, jit_options=_OVERLOAD_ROW)
-def _turned_dense_sums_impl(bz, bt, c, nr, m, s, ties, t_sum, tz, add_t_sum):
-    # float32 or float64 on an AVX-512 or AVX2 CPU, target sums already taken by the turn: the
-    # explicit loop over the whole buffer (kernels/_simd.py)
+def _turned_dense_sums_impl(bz, bt, c, nr, m, s, ties, t_sum, tz):
+    # float32 or float64 on an AVX-512 or AVX2 CPU: the explicit loop over the whole buffer
+    # (kernels/_simd.py).  No flag for the target sums: a block that still needs them calls
+    # the scalar loop itself, since with a flag known only at run time LLVM kept both loops
+    # in the kernel's block loop and the plain 1,000,000 x 10 dense loss took 1.12-1.15x as
+    # long (Intel Xeon, rocketlake).
     if has_vector_exp() and turned_dense_accepts(bz, bt, c, m, s, ties, tz):
-
-        def impl(bz, bt, c, nr, m, s, ties, t_sum, tz, add_t_sum):
-            if add_t_sum:
-                _turned_dense_sums_scalar(bz, bt, c, nr, m, s, ties, t_sum, tz, add_t_sum)
-            else:
-                turned_dense_sums(bz, bt, c, m, s, ties, tz)
-
-        return impl
-    return lambda bz, bt, c, nr, m, s, ties, t_sum, tz, add_t_sum: _turned_dense_sums_scalar(
-        bz, bt, c, nr, m, s, ties, t_sum, tz, add_t_sum
+        return lambda bz, bt, c, nr, m, s, ties, t_sum, tz: turned_dense_sums(
+            bz, bt, c, m, s, ties, tz
+        )
+    return lambda bz, bt, c, nr, m, s, ties, t_sum, tz: _turned_dense_sums_scalar(
+        bz, bt, c, nr, m, s, ties, t_sum, tz, False
     )
 
 
@@ -732,12 +728,9 @@ def dense_logits_short_rows(z, t, smoothing, class_weights, out_loss, out_lse):
                     _turned_weigh(bt, c, nr, class_weights)
             # over the whole buffer, rows past nr included (their results are not used):
             # a short last block would otherwise end in a scalar loop whose rounding differs
-            # by an ulp from the vector one (a row's loss must not depend on its block).
-            # Two calls with constant flags, not one with `not sum_in_turn`: with a flag
-            # known only at run time, LLVM kept both of the callee's loops and the plain
-            # 1,000,000 x 10 dense loss took 1.12-1.15x as long (Intel Xeon, rocketlake).
+            # by an ulp from the vector one (a row's loss must not depend on its block)
             if sum_in_turn:
-                _turned_dense_sums(bz, bt, c, SHORT_BLOCK, m, s, ties, t_sum, tz, False)
+                _turned_dense_sums(bz, bt, c, SHORT_BLOCK, m, s, ties, t_sum, tz)
             else:
                 _turned_dense_sums_scalar(bz, bt, c, SHORT_BLOCK, m, s, ties, t_sum, tz, True)
             _log1p_into(s, ties, nr, log_s)
