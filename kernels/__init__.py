@@ -31,7 +31,7 @@ from .probs import (
     sparse_probs_short_rows,
 )
 from .reduce import float64_total, integer_range
-from .rows import dense_logits, sparse_logits
+from .rows import ROW_CHUNKS, dense_logits, sparse_logits
 from .short_rows import SHORT_ROW_BYTES, dense_logits_short_rows, sparse_logits_short_rows
 from .stream import IGNORED
 
@@ -39,6 +39,7 @@ __all__ = [
     "BFLOAT16_BITS",
     "FLOAT16_BITS",
     "IGNORED",
+    "ROW_CHUNKS",
     "SHORT_ROW_BYTES",
     "dense_logits",
     "dense_logits_grad",

@@ -15,7 +15,7 @@ from ._half import widen, work_empty, work_zero
 from ._math import as_type_of, fast_log
 from ._simd import has_vector_exp, log_rows_accepts, log_rows_f32
 from .rows import row_chunks
-from .short_rows import NO_STAT, SHORT_BLOCK, _turn_block, turned_rows
+from .short_rows import NO_STAT, SHORT_BLOCK, _turn_block, chunk_total, turned_rows
 from .stream import BLOCK, IGNORED, PREFETCH_AHEAD, STREAM_BLOCK, prefetch_span, row_sum
 
 
@@ -241,11 +241,12 @@ def _turned_weighted_sums(bt, c, q, keep, spread, acc):
 
 
 @njit(**PARALLEL)
-def dense_probs_short_rows(p, t, smoothing, lo, hi, renormalize, out_loss):
+def dense_probs_short_rows(p, t, smoothing, lo, hi, renormalize, out_loss, out_total):
     """:func:`dense_probs` for many short rows (see ``kernels/short_rows.py``): blocks of
     ``SHORT_BLOCK`` rows are turned so that rows fill the SIMD lanes, and every log is a
     vector one (a short row's own loop takes them one at a time: 40 ms for 1,000,000 x 10
-    float32 one-hot rows on AMD EPYC Zen 4, where JAX takes 25 ms)."""
+    float32 one-hot rows on AMD EPYC Zen 4, where JAX takes 25 ms).  ``out_total`` (float64,
+    ``ROW_CHUNKS``, or empty) receives the chunks' loss sums (``short_rows.chunk_total``)."""
     n, c = p.shape
     keep = as_type_of(1.0 - smoothing, lo)
     spread = as_type_of(smoothing / c, lo) if c else as_type_of(0.0, lo)
@@ -282,6 +283,7 @@ def dense_probs_short_rows(p, t, smoothing, lo, hi, renormalize, out_loss):
                     out_loss[i] = dense_probs_row(p[i], t[i], smoothing, lo, hi, renormalize, qrow)
                 else:
                     out_loss[r0 + r] = -np.float64(acc[r])
+        chunk_total(out_loss, chunk, per, out_total)
 
 
 @njit(**ROW)
@@ -300,10 +302,11 @@ def _gathered_clipped(p, labels, r0, nr, total, lo, hi, q):
 
 
 @njit(**PARALLEL)
-def sparse_probs_short_rows(p, labels, smoothing, lo, hi, renormalize, out_loss):
+def sparse_probs_short_rows(p, labels, smoothing, lo, hi, renormalize, out_loss, out_total):
     """:func:`sparse_probs` without smoothing for many short rows: the row sums from turned
     blocks (see :func:`dense_probs_short_rows`), then one vector log per block of the
-    gathered label values instead of a scalar log per row (``smoothing`` must be 0)."""
+    gathered label values instead of a scalar log per row (``smoothing`` must be 0);
+    ``out_total`` as for :func:`dense_probs_short_rows`."""
     n, c = p.shape
     n_blocks = (n + SHORT_BLOCK - 1) // SHORT_BLOCK
     per = row_chunks(n_blocks)
@@ -332,6 +335,7 @@ def sparse_probs_short_rows(p, labels, smoothing, lo, hi, renormalize, out_loss)
                     out_loss[r0 + r] = np.nan
                 else:
                     out_loss[r0 + r] = -np.float64(q[r])
+        chunk_total(out_loss, chunk, per, out_total)
 
 
 @njit(**ROW)

@@ -23,6 +23,7 @@ from ._simd import (
     turned_sum_exp2_ties,
     turned_ties_accepts,
 )
+from .reduce import float64_total
 from .rows import dense_row, row_chunks, sparse_row, weigh_targets
 from .stream import ACCEPT, IGNORED, LOG2E, prefetch_span
 
@@ -105,6 +106,25 @@ def turned_rows(c):
     """Rows a turned-block buffer needs for ``c`` columns: whole tiles, because
     :func:`turn_tile` writes all of a tile's rows (those past ``c`` are scratch)."""
     return (c + TILE_F32 - 1) // TILE_F32 * TILE_F32
+
+
+@njit(**SCALAR)
+def chunk_total(out_loss, chunk, per, out_total):
+    """``out_total[chunk]``: the float64 sum of the losses of a kernel's chunk ``chunk`` of
+    ``per`` blocks, read back while they are still in this core's cache (nothing when
+    ``out_total`` is empty).
+
+    The front ends' means and sums add these partials (:data:`rows.ROW_CHUNKS` of them, a
+    number that does not depend on the thread count) instead of reading the whole loss
+    array again after the kernel: on 1,000,000 losses that serial pass took 0.24-0.34 ms, 7-9%
+    of the 1,000,000 x 10 sparse loss (Intel Xeon, rocketlake), half of it reading lines the
+    other core had written.
+    """
+    if out_total.shape[0] == 0:
+        return
+    lo = chunk * per * SHORT_BLOCK
+    hi = min(out_loss.shape[0], lo + per * SHORT_BLOCK)
+    out_total[chunk] = float64_total(out_loss[lo:hi])
 
 
 @njit(**ROW)
@@ -589,7 +609,7 @@ def _dense_short_finish(
 
 
 @njit(**PARALLEL)
-def sparse_logits_short_rows(z, labels, smoothing, class_weights, out_loss, out_lse):
+def sparse_logits_short_rows(z, labels, smoothing, class_weights, out_loss, out_lse, out_total):
     """:func:`sparse_logits` for many short rows (at most ``SHORT_ROW_BYTES``), any strides, with
     class weights and smoothing but no soft-cap or class mask (the engine sends those to
     :func:`sparse_logits`).
@@ -602,7 +622,8 @@ def sparse_logits_short_rows(z, labels, smoothing, class_weights, out_loss, out_
     row from the turned block (see the section comment): ``lse - z_y = log1p(s') + (m -
     z_y)``, both terms non-negative.
     Rows with NaN or infinite statistics, and labels outside the row (never read), go to
-    the per-row code.
+    the per-row code.  ``out_total`` (float64, ``ROW_CHUNKS``, or empty to skip) receives
+    the chunks' loss sums (:func:`chunk_total`).
     """
     n, c = z.shape
     keep_lse = out_lse.shape[0] == n
@@ -677,16 +698,18 @@ def sparse_logits_short_rows(z, labels, smoothing, class_weights, out_loss, out_
                     out_loss[i] = loss
                     if keep_lse:
                         out_lse[i] = lse
+        chunk_total(out_loss, chunk, per, out_total)
 
 
 @njit(**PARALLEL)
-def dense_logits_short_rows(z, t, smoothing, class_weights, out_loss, out_lse):
+def dense_logits_short_rows(z, t, smoothing, class_weights, out_loss, out_lse, out_total):
     """:func:`dense_logits` for many short rows (at most ``SHORT_ROW_BYTES``), any strides and
     target dtype, with class weights and smoothing but no soft-cap or class mask.
 
     Per row from the turned blocks of logits and targets: ``T log1p(s') - sum t (z - m)``
     with ``T = sum t`` (weights multiply the targets), every term non-negative for
     non-negative targets.  Rows with NaN or infinite statistics go to the per-row code.
+    ``out_total`` as for :func:`sparse_logits_short_rows`.
     """
     n, c = z.shape
     keep_lse = out_lse.shape[0] == n
@@ -765,3 +788,4 @@ def dense_logits_short_rows(z, t, smoothing, class_weights, out_loss, out_lse):
                     out_loss[i] = loss
                     if keep_lse:
                         out_lse[i] = lse
+        chunk_total(out_loss, chunk, per, out_total)

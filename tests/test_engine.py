@@ -153,6 +153,81 @@ def test_float64_total_sums_float32_exactly_enough_in_any_layout():
     assert _engine.float64_total(x64) == np.sum(x64)  # NumPy's pairwise sum
 
 
+def _short_total_cases():
+    """Calls of each short-row kernel that takes chunk totals: several blocks per chunk and a
+    partial last block, ignored rows, rows summed again (a logit far above the label's),
+    class weights, smoothing, lse, float64, 16-bit rows, narrow labels, strided and
+    F-ordered rows."""
+    from xent._frameworks import BFLOAT16
+
+    rng = np.random.default_rng(11)
+    n, c = 64 * 300 + 37, 10
+    z = rng.standard_normal((n, c)).astype(np.float32) * 3
+    z[::50, 1] = 80.0
+    y = rng.integers(0, c, n)
+    y[::7] = _engine.IGNORED
+    t = rng.dirichlet(np.ones(c), n).astype(np.float32)
+    p = np.exp(z.astype(np.float64) - z.max(1, keepdims=True))
+    p = (p / p.sum(1, keepdims=True)).astype(np.float32)
+    w = rng.uniform(0.5, 2.0, c)
+    bf16 = (z.view(np.uint32) >> 16).astype(np.uint16).view(BFLOAT16)
+    return [
+        ("sparse", z, y, RowOptions()),
+        ("sparse", z, y, RowOptions(smoothing=0.1, class_weights=w, want_lse=True)),
+        ("sparse", z.astype(np.float64), y.astype(np.int16), RowOptions()),
+        ("sparse", np.asfortranarray(z), np.where(y < 0, 0, y).astype(np.uint8), RowOptions()),
+        ("sparse", bf16, y, RowOptions()),
+        ("dense", z, t, RowOptions()),
+        ("dense", z[:, :7], t[:, :7], RowOptions(smoothing=0.2, class_weights=w[:7])),
+        ("dense", z[::2], t[::2].astype(np.float64), RowOptions()),
+        ("sparse", p, y, RowOptions(from_logits=False)),
+        ("dense", p, t, RowOptions(from_logits=False, smoothing=0.1)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(10))
+def test_short_row_kernels_total_their_own_losses(case):
+    """The float64 loss sums the short-row kernels take per chunk (for the front ends' means)
+    against the exact sum of the losses they return; the same on 1, 2 and all threads; the
+    losses the same as without totals; a NaN loss makes the total NaN."""
+    import math
+
+    from helpers import per_thread_count
+
+    kind, rows, second, options = _short_total_cases()[case]
+    assert choose(kind, rows, options).totals
+    with_total = _engine.sparse_rows_total if kind == "sparse" else _engine.dense_rows_total
+    alone = _engine.sparse_rows if kind == "sparse" else _engine.dense_rows
+    runs = per_thread_count(lambda: with_total(rows, second, options))
+    loss, _, total = runs[0]
+    assert np.isfinite(loss).all()
+    np.testing.assert_array_equal(loss, alone(rows, second, options)[0])
+    assert total == pytest.approx(math.fsum(loss.astype(np.float64)), rel=1e-12, abs=0)
+    for other_loss, _, other_total in runs[1:]:
+        np.testing.assert_array_equal(other_loss, loss)
+        assert other_total == total
+    spoiled = np.array(rows)  # a copy, in C order
+    if spoiled.dtype.kind == "V":  # bfloat16 as raw bits: a quiet NaN
+        spoiled.view(np.uint16)[-3, 2] = 0x7FC0
+    else:
+        spoiled[-3, 2] = np.nan  # the last row with a counted label: see y[::7]
+    assert math.isnan(with_total(spoiled, second, options)[2])
+
+
+def test_only_short_row_kernels_total_and_only_on_request():
+    """Other kernels leave the total to the caller (``None``), and an empty loss array
+    totals 0."""
+    wide = np.random.default_rng(2).standard_normal((50, 1000)).astype(np.float32)
+    labels = np.zeros(50, np.int64)
+    assert _engine.sparse_rows_total(wide, labels)[2] is None
+    assert _engine.dense_rows_total(wide, np.ones_like(wide) / 1000)[2] is None
+    capped = RowOptions(softcap=5.0)
+    assert _engine.sparse_rows_total(SHORT, np.zeros(100, np.int64), capped)[2] is None
+    empty = np.empty((0, 8), np.float32)
+    assert _engine.sparse_rows_total(empty, np.empty(0, np.int64))[2] == 0.0
+    assert len(_engine.sparse_rows(SHORT, np.zeros(100, np.int64))) == 2
+
+
 INTEGER_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
 
 

@@ -74,10 +74,13 @@ def row_sums(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     return kernels.row_sums(kernel_view(x), out)
 
 
-def float64_total(values: np.ndarray) -> float:
+def float64_total(values: np.ndarray, known: float | None = None) -> float:
     """``sum(values)`` in float64, in an order that does not depend on the thread count:
-    float32 arrays by a compiled loop (NumPy's float64 sum of float32 converts element by
-    element: 4x slower on a loss array just written), anything else by NumPy."""
+    ``known`` if given (the kernel's own total, :func:`sparse_rows_total`), float32 arrays
+    by a compiled loop (NumPy's float64 sum of float32 converts element by element: 4x
+    slower on a loss array just written), anything else by NumPy."""
+    if known is not None:
+        return known
     if values.dtype == np.float32 and values.ndim == 1:
         return float(kernels.float64_total(values))
     return float(np.sum(values, dtype=np.float64))
@@ -300,28 +303,38 @@ class _Kernel:
     logits: bool  # logits (True) or probabilities (False)
     fits: Callable  # rows -> whether this kernel is meant for rows of this shape
     supports: frozenset
-    launch: Callable  # (kernel, rows, second, options, loss, lse) -> None
+    launch: Callable  # (kernel, rows, second, options, loss, lse, total) -> None
+    totals: bool = False  # writes the float64 loss sums of its row chunks into ``total``
 
 
 _LOGITS_ALL = frozenset({"smoothing", "want_lse", "class_weights", "softcap", "class_mask"})
 _PLAIN = frozenset({"smoothing", "want_lse", "class_weights"})
 
 
-# How each family of kernels takes its arguments: (kernel, rows, second, options, loss, lse).
-def _launch_plain(k, r, s, o, loss, lse):
+# How each family of kernels takes its arguments: (kernel, rows, second, options, loss, lse,
+# total); ``total`` only goes to the kernels that take it (``_Kernel.totals``).
+def _launch_plain(k, r, s, o, loss, lse, total):
     k(r, s, o.smoothing, _weights(o), loss, lse)
 
 
-def _launch_dense_split(k, r, s, o, loss, lse):
+def _launch_short(k, r, s, o, loss, lse, total):
+    k(r, s, o.smoothing, _weights(o), loss, lse, total)
+
+
+def _launch_dense_split(k, r, s, o, loss, lse, total):
     k(r, s, o.smoothing, loss, lse)
 
 
-def _launch_logits(k, r, s, o, loss, lse):
+def _launch_logits(k, r, s, o, loss, lse, total):
     k(r, s, o.smoothing, _weights(o), o.softcap, _mask(o), loss, lse)
 
 
-def _launch_probs(k, r, s, o, loss, lse):
+def _launch_probs(k, r, s, o, loss, lse, total):
     k(r, s, o.smoothing, *_clip_bounds(r.dtype, o.epsilon), o.renormalize, loss)
+
+
+def _launch_probs_short(k, r, s, o, loss, lse, total):
+    k(r, s, o.smoothing, *_clip_bounds(r.dtype, o.epsilon), o.renormalize, loss, total)
 
 
 _SMOOTHING = frozenset({"smoothing"})
@@ -336,19 +349,19 @@ TABLE = (
     _Kernel(kernels.dense_logits_long_rows,   "dense",  True,  _long_rows,
             frozenset({"smoothing", "want_lse"}), _launch_dense_split),
     _Kernel(kernels.sparse_logits_short_rows, "sparse", True,  _short_rows, _PLAIN,
-            _launch_plain),
+            _launch_short, totals=True),
     _Kernel(kernels.dense_logits_short_rows,  "dense",  True,  _short_dense_rows, _PLAIN,
-            _launch_plain),
+            _launch_short, totals=True),
     _Kernel(kernels.sparse_logits,            "sparse", True,  _any_rows,   _LOGITS_ALL,
             _launch_logits),
     _Kernel(kernels.dense_logits,             "dense",  True,  _any_rows,   _LOGITS_ALL,
             _launch_logits),
     _Kernel(kernels.sparse_probs_short_rows,  "sparse", False, _short_rows, frozenset(),
-            _launch_probs),
+            _launch_probs_short, totals=True),
     _Kernel(kernels.sparse_probs,             "sparse", False, _any_rows,   _SMOOTHING,
             _launch_probs),
     _Kernel(kernels.dense_probs_short_rows,   "dense",  False, _short_dense_rows, _SMOOTHING,
-            _launch_probs),
+            _launch_probs_short, totals=True),
     _Kernel(kernels.dense_probs,              "dense",  False, _any_rows,   _SMOOTHING,
             _launch_probs),
 )
@@ -369,7 +382,7 @@ def choose(kind: str, rows, options: RowOptions) -> _Kernel:
     raise AssertionError(f"no kernel for {kind}, logits={options.from_logits}, {sorted(used)}")
 
 
-def _rows(kind, rows, second, options: RowOptions, lse64=False):
+def _rows(kind, rows, second, options: RowOptions, lse64=False, want_total=False):
     ready()
     n = rows.shape[0]
     want_lse = options.want_lse
@@ -378,13 +391,16 @@ def _rows(kind, rows, second, options: RowOptions, lse64=False):
     # from a saved lse needs more than its float32 rounding (kernels/grad.py, split_lse)
     loss, lse = np.empty(n, out), np.empty(n if want_lse else 0, np.float64)
     entry = choose(kind, rows, options)
+    totals = np.zeros(kernels.ROW_CHUNKS if want_total and entry.totals else 0)
     kernel = entry.kernel if entry.fits is _long_rows else _kernel(entry.kernel)
     # sparse labels are read as integers (any width), never as the bits of 16-bit floats
     second = writable_alias(second) if kind == "sparse" else kernel_view(second)
-    entry.launch(kernel, kernel_view(rows), second, options, loss, lse)
-    if not want_lse:
-        return loss, None
-    return loss, (lse if lse64 else lse.astype(out, copy=False))
+    entry.launch(kernel, kernel_view(rows), second, options, loss, lse, totals)
+    # the chunks' partials in chunk order: a fixed number, whatever the thread count
+    total = float(np.sum(totals)) if totals.shape[0] else None
+    if want_lse and not lse64:
+        lse = lse.astype(out, copy=False)
+    return loss, (lse if want_lse else None), total
 
 
 def sparse_rows(rows, labels, options: RowOptions = RowOptions(), *, lse64=False):
@@ -396,13 +412,27 @@ def sparse_rows(rows, labels, options: RowOptions = RowOptions(), *, lse64=False
     both of :func:`result_dtype`; ``lse`` is ``None`` unless ``options.want_lse``, float64
     with ``lse64`` (what a gradient from the saved lse needs: :func:`grad_rows`).
     """
-    return _rows("sparse", rows, labels, options, lse64)
+    return _rows("sparse", rows, labels, options, lse64)[:2]
 
 
 def dense_rows(rows, targets, options: RowOptions = RowOptions(), *, lse64=False):
     """Per-row categorical cross-entropy against target rows of the same shape; as
     :func:`sparse_rows` (class weights multiply the targets, as PyTorch does)."""
-    return _rows("dense", rows, targets, options, lse64)
+    return _rows("dense", rows, targets, options, lse64)[:2]
+
+
+def sparse_rows_total(rows, labels, options: RowOptions = RowOptions()):
+    """:func:`sparse_rows` and the float64 sum of the losses it returns, for the front ends'
+    means and sums: ``(loss, lse, total)``.  The short-row kernels take ``total`` from their
+    chunks while the losses are in cache; for the others it is ``None`` (the caller sums
+    the losses itself, :func:`float64_total`).  Either way it does not depend on the thread
+    count."""
+    return _rows("sparse", rows, labels, options, want_total=True)
+
+
+def dense_rows_total(rows, targets, options: RowOptions = RowOptions()):
+    """:func:`dense_rows` with the losses' float64 sum, as :func:`sparse_rows_total`."""
+    return _rows("dense", rows, targets, options, want_total=True)
 
 
 _NO_ROWS = np.empty(0, np.float64)

@@ -73,29 +73,31 @@ def _sparse(
     renormalize,
     opts=_PLAIN,
 ):
-    """Per-sample sparse losses and the mask of counted entries (``None``: all count);
-    with large-vocabulary options, the packaged outputs instead of the losses."""
+    """Per-sample sparse losses, the mask of counted entries (``None``: all count) and the
+    losses' float64 sum if the kernel took it (else ``None``); with large-vocabulary
+    options, the packaged outputs instead of the losses (and no sum)."""
     _, rows, batch_shape, _, smoothing, eps = _prepare(y_pred, axis, label_smoothing, epsilon)
     labels, valid = as_labels(
         y_true, batch_shape, rows.shape[1], axis=axis, ignore_class=ignore_class, native=True
     )
-    loss, lse = _engine.sparse_rows(
+    loss, lse, total = _engine.sparse_rows_total(
         rows, labels, _row_options(from_logits, smoothing, eps, renormalize, opts)
     )
     if opts is _PLAIN:
-        return loss.reshape(batch_shape), valid
-    return _with_vocab(loss, lse, valid, opts, batch_shape), valid
+        return loss.reshape(batch_shape), valid, total
+    return _with_vocab(loss, lse, valid, opts, batch_shape), valid, None
 
 
 def _dense(y_true, y_pred, from_logits, label_smoothing, axis, epsilon, renormalize, opts=_PLAIN):
+    """Per-sample dense losses and their float64 sum (as :func:`_sparse`, without a mask)."""
     pred, rows, batch_shape, ax, smoothing, eps = _prepare(y_pred, axis, label_smoothing, epsilon)
     trows, _ = to_rows(as_targets(y_true, pred.shape), ax, name="y_true")
-    loss, lse = _engine.dense_rows(
+    loss, lse, total = _engine.dense_rows_total(
         rows, trows, _row_options(from_logits, smoothing, eps, renormalize, opts)
     )
     if opts is _PLAIN:
-        return loss.reshape(batch_shape)
-    return _with_vocab(loss, lse, None, opts, batch_shape)
+        return loss.reshape(batch_shape), total
+    return _with_vocab(loss, lse, None, opts, batch_shape), None
 
 
 @returns_like_inputs
@@ -196,7 +198,7 @@ def sparse_categorical_crossentropy(
             z_loss=z_loss,
             softcap=softcap,
         )
-    out, _ = _sparse(
+    out, _, _ = _sparse(
         y_true,
         y_pred,
         from_logits,
@@ -295,7 +297,7 @@ def categorical_crossentropy(
             z_loss=z_loss,
             softcap=softcap,
         )
-    return _dense(
+    out, _ = _dense(
         y_true,
         y_pred,
         from_logits,
@@ -305,3 +307,4 @@ def categorical_crossentropy(
         renormalize,
         opts if opts != _PLAIN else _PLAIN,
     )
+    return out

@@ -60,6 +60,7 @@ class _KerasLoss:
         self.renormalize = bool(renormalize)
 
     def _per_sample(self, y_true, y_pred, axis=None):  # pragma: no cover - overridden
+        """``(losses, mask of counted entries or None, their float64 sum or None)``."""
         raise NotImplementedError
 
     @returns_like_inputs
@@ -71,8 +72,8 @@ class _KerasLoss:
     def __call__(self, y_true, y_pred, sample_weight=None):
         if _dask.is_dask(y_pred) or _dask.is_dask(y_true) or _dask.is_dask(sample_weight):
             return cast_result(self._call_dask(y_true, y_pred, sample_weight), self.dtype)
-        losses, valid = self._per_sample(y_true, y_pred)
-        out = keras_reduce(losses, sample_weight, valid, self.reduction, losses.dtype)
+        losses, valid, total = self._per_sample(y_true, y_pred)
+        out = keras_reduce(losses, sample_weight, valid, self.reduction, losses.dtype, total)
         return cast_result(out, self.dtype)
 
     def _call_dask(self, y_true, y_pred, sample_weight):
@@ -98,8 +99,8 @@ class _KerasLoss:
         rule = KerasReduction(self.reduction, weighted=w is not None)
 
         def block(y, p, wb=None):
-            losses, valid = self._per_sample(y, p, -1)
-            return rule.partials(losses, wb, valid)
+            losses, valid, total = self._per_sample(y, p, -1)
+            return rule.partials(losses, wb, valid, total)
 
         return _dask.reduced(
             block,
@@ -266,7 +267,7 @@ class CategoricalCrossentropy(_KerasLoss):
         )
 
     def _per_sample(self, y_true, y_pred, axis=None):
-        loss = _dense(
+        loss, total = _dense(
             y_true,
             y_pred,
             self.from_logits,
@@ -275,4 +276,4 @@ class CategoricalCrossentropy(_KerasLoss):
             self.epsilon,
             self.renormalize,
         )
-        return loss, None
+        return loss, None, total

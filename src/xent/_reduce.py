@@ -46,12 +46,13 @@ class KerasReduction:
         self.reduction = reduction
         self.weighted = weighted
 
-    def partials(self, losses, weights, valid) -> np.ndarray:
+    def partials(self, losses, weights, valid, total=None) -> np.ndarray:
         """``losses`` per sample, ``weights`` already broadcast to their shape (or ``None``),
-        ``valid`` the mask of counted entries (or ``None``: all count)."""
+        ``valid`` the mask of counted entries (or ``None``: all count), ``total`` the losses'
+        float64 sum if the kernel took it (or ``None``)."""
         losses = np.asarray(losses)
         if weights is None:
-            total = _engine.float64_total(losses.reshape(-1))
+            total = _engine.float64_total(losses.reshape(-1), total)
         else:
             total = np.sum(losses * weights, dtype=np.float64)
         count = losses.size if valid is None else np.count_nonzero(valid)
@@ -83,11 +84,12 @@ def _rounded_to(dtype):
     return out
 
 
-def keras_reduce(losses: np.ndarray, sample_weight, valid, reduction, dtype):
+def keras_reduce(losses: np.ndarray, sample_weight, valid, reduction, dtype, total=None):
     """Reduce per-sample ``losses`` as a Keras 3 loss object does (see
     :class:`KerasReduction`); ``"none"`` / ``None`` returns ``w * loss`` per sample.
 
-    ``valid`` is the boolean mask of counted entries (``ignore_class``), or ``None``.
+    ``valid`` is the boolean mask of counted entries (``ignore_class``), or ``None``;
+    ``total`` the losses' float64 sum if the kernel took it, or ``None``.
     """
     w = None
     if sample_weight is not None:
@@ -95,7 +97,7 @@ def keras_reduce(losses: np.ndarray, sample_weight, valid, reduction, dtype):
     if reduction is None or reduction == "none":
         return losses if w is None else (losses * w).astype(dtype, copy=False)
     rule = KerasReduction(reduction, weighted=w is not None)
-    return rule.combine(rule.partials(losses, w, valid), dtype)
+    return rule.combine(rule.partials(losses, w, valid, total), dtype)
 
 
 class TorchReduction:
@@ -114,9 +116,10 @@ class TorchReduction:
         self.reduction = reduction
 
     @staticmethod
-    def partials(losses, divisor, z, count) -> np.ndarray:
+    def partials(losses, divisor, z, count, total=None) -> np.ndarray:
+        """``total``: the losses' float64 sum if the kernel took it, else ``None``."""
         z_sum = 0.0 if z is None else np.sum(z, dtype=np.float64)
-        total = _engine.float64_total(np.asarray(losses).reshape(-1))
+        total = _engine.float64_total(np.asarray(losses).reshape(-1), total)
         return np.array([total, divisor, z_sum, count], np.float64)
 
     def combine(self, sums, dtype, *, z_only=False):

@@ -310,12 +310,13 @@ def cross_entropy(
 class _Parts:
     """One block's per-element results and what PyTorch's ``"mean"`` divides by."""
 
-    def __init__(self, loss, z, lse, divisor, count, batch_shape):
+    def __init__(self, loss, z, lse, divisor, count, batch_shape, total=None):
         self.loss, self.z, self.lse = loss, z, lse
         self.divisor, self.count, self.batch_shape = divisor, count, batch_shape
+        self.total = total  # the losses' float64 sum if the kernel took it
 
     def partials(self):
-        return TorchReduction.partials(self.loss, self.divisor, self.z, self.count)
+        return TorchReduction.partials(self.loss, self.divisor, self.z, self.count, self.total)
 
 
 class _Prepared:
@@ -371,9 +372,10 @@ class _Prepared:
 def _cross_entropy_parts(input, target, weight, ignore_index, smoothing, opts) -> _Parts:
     """Per-element losses (without the z-loss), z-loss terms, lse and the denominators."""
     p = _Prepared(input, target, weight, ignore_index, smoothing, opts)
-    rows_fn = _engine.dense_rows if p.kind == "dense" else _engine.sparse_rows
-    loss, lse = rows_fn(p.rows, p.second, p.options)
-    return _Parts(loss, z_terms(lse, opts, p.counted), lse, p.divisor, p.count, p.batch_shape)
+    rows_fn = _engine.dense_rows_total if p.kind == "dense" else _engine.sparse_rows_total
+    loss, lse, total = rows_fn(p.rows, p.second, p.options)
+    z = z_terms(lse, opts, p.counted)
+    return _Parts(loss, z, lse, p.divisor, p.count, p.batch_shape, total)
 
 
 def _dask_cross_entropy(input, target, weight, ignore_index, reduction, smoothing, opts):
