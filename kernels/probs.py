@@ -15,7 +15,14 @@ from ._half import widen, work_empty, work_zero
 from ._math import as_type_of, fast_log
 from ._simd import has_vector_exp, log_rows_accepts, log_rows_f32
 from .rows import row_chunks
-from .short_rows import NO_STAT, SHORT_BLOCK, _turn_block, chunk_total, turned_rows
+from .short_rows import (
+    NO_STAT,
+    SHORT_BLOCK,
+    _turn_block,
+    block_outside,
+    chunk_total,
+    turned_rows,
+)
 from .stream import BLOCK, IGNORED, PREFETCH_AHEAD, STREAM_BLOCK, prefetch_span, row_sum
 
 
@@ -302,15 +309,20 @@ def _gathered_clipped(p, labels, r0, nr, total, lo, hi, q):
 
 
 @njit(**PARALLEL)
-def sparse_probs_short_rows(p, labels, smoothing, lo, hi, renormalize, out_loss, out_total):
+def sparse_probs_short_rows(
+    p, labels, smoothing, lo, hi, renormalize, out_loss, out_total, out_outside
+):
     """:func:`sparse_probs` without smoothing for many short rows: the row sums from turned
     blocks (see :func:`dense_probs_short_rows`), then one vector log per block of the
     gathered label values instead of a scalar log per row (``smoothing`` must be 0);
-    ``out_total`` as for :func:`dense_probs_short_rows`."""
+    ``out_total`` as for :func:`dense_probs_short_rows`, ``out_outside`` as for
+    ``short_rows.sparse_logits_short_rows``."""
     n, c = p.shape
+    counting = out_outside.shape[0] > 0
     n_blocks = (n + SHORT_BLOCK - 1) // SHORT_BLOCK
     per = row_chunks(n_blocks)
     for chunk in prange((n_blocks + per - 1) // per):
+        outside = 0
         like = work_zero(p)
         tiles_p = work_empty((turned_rows(c), SHORT_BLOCK), p)
         bp = tiles_p[:c]
@@ -322,6 +334,8 @@ def sparse_probs_short_rows(p, labels, smoothing, lo, hi, renormalize, out_loss,
         for b in range(chunk * per, min(n_blocks, (chunk + 1) * per)):
             r0 = b * SHORT_BLOCK
             nr = min(SHORT_BLOCK, n - r0)
+            if counting:
+                outside += block_outside(labels, r0, nr, c)
             if renormalize:  # else one element per row is all that is read
                 _turn_block(p, r0, nr, like, tiles_p, raw, q, NO_STAT)
                 _turned_totals(bp, c, True, sum64, total)
@@ -336,6 +350,8 @@ def sparse_probs_short_rows(p, labels, smoothing, lo, hi, renormalize, out_loss,
                 else:
                     out_loss[r0 + r] = -np.float64(q[r])
         chunk_total(out_loss, chunk, per, out_total)
+        if counting:
+            out_outside[chunk] = outside
 
 
 @njit(**ROW)

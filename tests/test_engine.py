@@ -195,23 +195,49 @@ def test_short_row_kernels_total_their_own_losses(case):
     from helpers import per_thread_count
 
     kind, rows, second, options = _short_total_cases()[case]
-    assert choose(kind, rows, options).totals
-    with_total = _engine.sparse_rows_total if kind == "sparse" else _engine.dense_rows_total
+    assert choose(kind, rows, options).chunk_sums
+    with_total = _engine.sparse_losses if kind == "sparse" else _engine.dense_losses
     alone = _engine.sparse_rows if kind == "sparse" else _engine.dense_rows
     runs = per_thread_count(lambda: with_total(rows, second, options))
-    loss, _, total = runs[0]
-    assert np.isfinite(loss).all()
-    np.testing.assert_array_equal(loss, alone(rows, second, options)[0])
-    assert total == pytest.approx(math.fsum(loss.astype(np.float64)), rel=1e-12, abs=0)
-    for other_loss, _, other_total in runs[1:]:
-        np.testing.assert_array_equal(other_loss, loss)
-        assert other_total == total
+    got = runs[0]
+    assert np.isfinite(got.loss).all()
+    np.testing.assert_array_equal(got.loss, alone(rows, second, options)[0])
+    assert got.total == pytest.approx(math.fsum(got.loss.astype(np.float64)), rel=1e-12, abs=0)
+    for other in runs[1:]:
+        np.testing.assert_array_equal(other.loss, got.loss)
+        assert other.total == got.total
     spoiled = np.array(rows)  # a copy, in C order
     if spoiled.dtype.kind == "V":  # bfloat16 as raw bits: a quiet NaN
         spoiled.view(np.uint16)[-3, 2] = 0x7FC0
     else:
         spoiled[-3, 2] = np.nan  # the last row with a counted label: see y[::7]
-    assert math.isnan(with_total(spoiled, second, options)[2])
+    assert math.isnan(with_total(spoiled, second, options).total)
+
+
+@pytest.mark.parametrize("case", [0, 1, 2, 3, 4, 8])
+def test_sparse_kernels_count_labels_outside_the_row(case):
+    """The count of labels outside ``[0, C)`` (``IGNORED`` included) that the sparse kernels
+    return for the front ends' range check, against NumPy's count: placed in the first and
+    last rows, in a partial last block, in every label dtype the kernels read; kernels
+    without chunk outputs (wide rows, options they lack) counted by the engine."""
+    _, rows, labels, options = _short_total_cases()[case]
+    c = rows.shape[1]
+    labels = labels.copy()
+    n = labels.shape[0]
+    info = np.iinfo(labels.dtype)
+    for places, value in (([], 0), ([0], c), ([n - 1, n - 2], info.max), ([5, n - 40], -1)):
+        if value < 0 and info.min == 0:
+            value = info.max - 1  # unsigned: no negative label to place
+        bad = labels.copy()
+        bad[places] = value
+        want = int(np.count_nonzero((bad < 0) | (bad >= c)))
+        assert _engine.sparse_losses(rows, bad, options).outside == want
+    wide = np.zeros((40, 200), np.float32)
+    for opts, kernel in ((RowOptions(), "sparse_logits"), (RowOptions(softcap=3.0), None)):
+        y = np.arange(40) * 7 - 3  # -3, 4, ..., 270: one negative, 11 from 200 (k >= 29) up
+        assert _engine.sparse_losses(wide, y, opts).outside == 12
+        if kernel:
+            assert not choose("sparse", wide, opts).chunk_sums
 
 
 def test_only_short_row_kernels_total_and_only_on_request():
@@ -219,12 +245,12 @@ def test_only_short_row_kernels_total_and_only_on_request():
     totals 0."""
     wide = np.random.default_rng(2).standard_normal((50, 1000)).astype(np.float32)
     labels = np.zeros(50, np.int64)
-    assert _engine.sparse_rows_total(wide, labels)[2] is None
-    assert _engine.dense_rows_total(wide, np.ones_like(wide) / 1000)[2] is None
+    assert _engine.sparse_losses(wide, labels).total is None
+    assert _engine.dense_losses(wide, np.ones_like(wide) / 1000).total is None
     capped = RowOptions(softcap=5.0)
-    assert _engine.sparse_rows_total(SHORT, np.zeros(100, np.int64), capped)[2] is None
+    assert _engine.sparse_losses(SHORT, np.zeros(100, np.int64), capped).total is None
     empty = np.empty((0, 8), np.float32)
-    assert _engine.sparse_rows_total(empty, np.empty(0, np.int64))[2] == 0.0
+    assert _engine.sparse_losses(empty, np.empty(0, np.int64)).total == 0.0
     assert len(_engine.sparse_rows(SHORT, np.zeros(100, np.int64))) == 2
 
 

@@ -251,3 +251,49 @@ def test_long_labels_out_of_range_are_named(dtype):
             bad[at] = -1
             with pytest.raises(ValueError, match=rf"out-of-range label -1 at index {at};"):
                 xent.sparse_categorical_crossentropy(bad, z, from_logits=True)
+
+
+def _deferred_calls():
+    """The calls whose label range check comes from the kernel pass (``range_check=False``):
+    Keras functions and loss objects, ``cross_entropy`` without class weights."""
+    mean = xent.SparseCategoricalCrossentropy(from_logits=True)
+    summed = xent.SparseCategoricalCrossentropy(from_logits=True, reduction="sum", ignore_class=7)
+    return {
+        "keras function": lambda y, z: xent.sparse_categorical_crossentropy(y, z, from_logits=True),
+        "keras object": lambda y, z: mean(y, z),
+        "keras object, ignore_class=7": lambda y, z: summed(y, z),
+        "cross_entropy": lambda y, z: xent.cross_entropy(z, y),
+        "cross_entropy none": lambda y, z: xent.cross_entropy(z, y, reduction="none"),
+        "cross_entropy, ignore_index=7": lambda y, z: xent.cross_entropy(z, y, ignore_index=7),
+    }
+
+
+@pytest.mark.parametrize("call", list(_deferred_calls()))
+@pytest.mark.parametrize("c", [10, 300])  # short rows (kernel counts), wide (engine counts)
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.int64, np.uint64])
+def test_labels_range_checked_in_the_kernel_pass_are_named(call, c, dtype):
+    """Every front end that leaves the range check to the kernel pass still raises the
+    ValueError naming the first bad label and its place: a label of C or more, a negative
+    one, -1 (the kernels' mark for ignored rows) where no class is ignored or another one
+    is; with ignored labels present, and where the bad label comes after ignored ones; and
+    uint64 labels that the int64 cast wraps (2**64 - 1 becomes -1)."""
+    fn = _deferred_calls()[call]
+    n = 3 * 64 + 5
+    rng = np.random.default_rng(c)
+    z = rng.standard_normal((n, c)).astype(np.float32)
+    y = (np.arange(n) % 10).astype(dtype)
+    assert np.isfinite(np.asarray(fn(y, z), np.float64)).all()
+    ignoring = "7" in call  # labels 7 are ignored in these calls
+    bad_values = [c, 2 * c + 3] + ([-1, -5] if np.iinfo(dtype).min < 0 else [])
+    if dtype == np.uint64:
+        bad_values.append(2**64 - 1)
+    for value in bad_values:
+        if value > np.iinfo(dtype).max:
+            continue
+        for at in (0, n // 2, n - 1):
+            if ignoring and at == n - 1:
+                at = n - 3  # after ignored labels (row n - 4 has label 7)
+            bad = y.copy()
+            bad[at] = value
+            with pytest.raises(ValueError, match=rf"out-of-range label {value} at index {at};"):
+                fn(bad, z)

@@ -18,8 +18,9 @@ from xent.kernels.short_rows import ROW_MAX, ROW_SUM, SHORT_BLOCK, _turn_block, 
 import reference
 from helpers import per_thread_count, tolerances
 
-#: The kernels' ``out_total`` left empty: no chunk sums.
+#: The kernels' ``out_total`` and the sparse ones' ``out_outside`` left empty: no chunk sums.
 NO_TOTAL = np.empty(0)
+NO_OUTSIDE = np.empty(0, np.int64)
 
 N = 3 * 64 + 5  # three full blocks and a partial one
 NO_MASK = np.empty((0, 0), np.bool_)
@@ -92,7 +93,7 @@ def test_sparse_short_rows_match_per_row_kernel_and_reference(
     w = _weights(rng, c, weighted)
     before = z.copy()
     got, got_lse = np.empty(N, dtype), np.empty(N, dtype)
-    kernels.sparse_logits_short_rows(z, labels, smoothing, w, got, got_lse, NO_TOTAL)
+    kernels.sparse_logits_short_rows(z, labels, smoothing, w, got, got_lse, NO_TOTAL, NO_OUTSIDE)
     want, want_lse = np.empty(N, dtype), np.empty(N, dtype)
     kernels.sparse_logits(z, labels, smoothing, w, 0.0, NO_MASK, want, want_lse)
     np.testing.assert_array_equal(z, before)
@@ -110,7 +111,9 @@ def test_sparse_short_rows_match_per_row_kernel_and_reference(
     _same(got[plain], ref, dtype)
     # without the lse output the kernel takes its plain path: same losses
     alone = np.empty(N, dtype)
-    kernels.sparse_logits_short_rows(z, labels, smoothing, w, alone, np.empty(0, dtype), NO_TOTAL)
+    kernels.sparse_logits_short_rows(
+        z, labels, smoothing, w, alone, np.empty(0, dtype), NO_TOTAL, NO_OUTSIDE
+    )
     np.testing.assert_array_equal(alone, got)
 
 
@@ -237,7 +240,7 @@ def test_sparse_probs_short_rows_match_per_row_kernel_and_reference(
     lo, hi = work(1e-7), work(1.0) - work(1e-7)
     got, want = np.empty(N, work), np.empty(N, work)
     kp = kernel_view(p)  # float16 as its bits
-    kernels.sparse_probs_short_rows(kp, labels, 0.0, lo, hi, renormalize, got, NO_TOTAL)
+    kernels.sparse_probs_short_rows(kp, labels, 0.0, lo, hi, renormalize, got, NO_TOTAL, NO_OUTSIDE)
     kernels.sparse_probs(kp, labels, 0.0, lo, hi, renormalize, want)
     _same(got, want, work)
     valid = (labels.astype(np.int64) >= 0) & (labels.astype(np.int64) < c)
@@ -251,7 +254,9 @@ def test_sparse_probs_short_rows_match_per_row_kernel_and_reference(
     plain[3] = False  # a subnormal sum: the float32 division is inexact there
     _same(got[plain], ref[plain], work)
     later = np.empty(N - 37, work)  # other block positions, bit for bit
-    kernels.sparse_probs_short_rows(kp[37:], labels[37:], 0.0, lo, hi, renormalize, later, NO_TOTAL)
+    kernels.sparse_probs_short_rows(
+        kp[37:], labels[37:], 0.0, lo, hi, renormalize, later, NO_TOTAL, NO_OUTSIDE
+    )
     np.testing.assert_array_equal(later, got[37:])
 
 
@@ -262,7 +267,7 @@ def test_short_rows_are_exact_for_confident_rows():
     z = np.array([[0.0, -21.0, -25.0], [3.0, 3.0 - 30.0, 3.0 - 35.0]], np.float32)
     got = np.empty(2, np.float32)
     kernels.sparse_logits_short_rows(
-        z, np.array([0, 0]), 0.0, np.empty(0), got, np.empty(0, np.float32), NO_TOTAL
+        z, np.array([0, 0]), 0.0, np.empty(0), got, np.empty(0, np.float32), NO_TOTAL, NO_OUTSIDE
     )
     want = np.log1p(np.exp(z[:, 1:].astype(np.float64) - z[:, :1]).sum(1))
     np.testing.assert_allclose(got, want, rtol=3e-6)
@@ -298,12 +303,12 @@ def test_sparse_short_rows_relative_to_the_label_and_the_blocks_they_redo(dtype,
     assert (plain_want > 17).any() == (scale > 1.0)
     for weights, want in ((np.empty(0), plain_want), (w, plain_want * w[labels])):
         got, lse = np.empty(n, dtype), np.empty(n, dtype)
-        kernels.sparse_logits_short_rows(z, labels, 0.0, weights, got, lse, NO_TOTAL)
+        kernels.sparse_logits_short_rows(z, labels, 0.0, weights, got, lse, NO_TOTAL, NO_OUTSIDE)
         _same(got, np.where(labels >= 0, want, 0.0), dtype)
         _same(lse, lse_want, dtype)
         alone = np.empty(n, dtype)
         kernels.sparse_logits_short_rows(
-            z, labels, 0.0, weights, alone, np.empty(0, dtype), NO_TOTAL
+            z, labels, 0.0, weights, alone, np.empty(0, dtype), NO_TOTAL, NO_OUTSIDE
         )
         np.testing.assert_array_equal(alone, got)  # asking for the lse moves no loss
 
@@ -321,10 +326,12 @@ def test_a_short_row_result_depends_on_that_row_alone(dtype):
     keep[[5, 70]] = False
     for weights in (np.empty(0), rng.uniform(0.5, 2.0, 10)):
         full, full_lse = np.empty(150, dtype), np.empty(150, dtype)
-        kernels.sparse_logits_short_rows(z, labels, 0.0, weights, full, full_lse, NO_TOTAL)
+        kernels.sparse_logits_short_rows(
+            z, labels, 0.0, weights, full, full_lse, NO_TOTAL, NO_OUTSIDE
+        )
         part, part_lse = np.empty(148, dtype), np.empty(148, dtype)
         kernels.sparse_logits_short_rows(
-            z[keep], labels[keep], 0.0, weights, part, part_lse, NO_TOTAL
+            z[keep], labels[keep], 0.0, weights, part, part_lse, NO_TOTAL, NO_OUTSIDE
         )
         np.testing.assert_array_equal(full[keep], part)
         np.testing.assert_array_equal(full_lse[keep], part_lse)
@@ -340,7 +347,7 @@ def test_short_rows_do_not_depend_on_thread_count():
     def compute():
         a, b = np.empty(20_000, np.float32), np.empty(20_000, np.float32)
         kernels.sparse_logits_short_rows(
-            z, labels, 0.1, np.empty(0), a, np.empty(0, np.float32), NO_TOTAL
+            z, labels, 0.1, np.empty(0), a, np.empty(0, np.float32), NO_TOTAL, NO_OUTSIDE
         )
         kernels.dense_logits_short_rows(
             z, t, 0.1, np.empty(0), b, np.empty(0, np.float32), NO_TOTAL
@@ -394,7 +401,7 @@ def test_tiled_turn_reads_nothing_past_the_array(dtype, c):
             targets[:] = np.eye(c)[labels]
             sparse, dense = np.empty(n, dtype), np.empty(n, dtype)
             kernels.sparse_logits_short_rows(
-                z, labels, 0.0, np.empty(0), sparse, np.empty(0, dtype), NO_TOTAL
+                z, labels, 0.0, np.empty(0), sparse, np.empty(0, dtype), NO_TOTAL, NO_OUTSIDE
             )
             kernels.dense_logits_short_rows(
                 z, targets, 0.0, np.empty(0), dense, np.empty(0, dtype), NO_TOTAL

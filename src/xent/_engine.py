@@ -76,7 +76,7 @@ def row_sums(x: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def float64_total(values: np.ndarray, known: float | None = None) -> float:
     """``sum(values)`` in float64, in an order that does not depend on the thread count:
-    ``known`` if given (the kernel's own total, :func:`sparse_rows_total`), float32 arrays
+    ``known`` if given (the kernel's own total, :class:`RowLosses`), float32 arrays
     by a compiled loop (NumPy's float64 sum of float32 converts element by element: 4x
     slower on a loss array just written), anything else by NumPy."""
     if known is not None:
@@ -303,8 +303,8 @@ class _Kernel:
     logits: bool  # logits (True) or probabilities (False)
     fits: Callable  # rows -> whether this kernel is meant for rows of this shape
     supports: frozenset
-    launch: Callable  # (kernel, rows, second, options, loss, lse, total) -> None
-    totals: bool = False  # writes the float64 loss sums of its row chunks into ``total``
+    launch: Callable  # (kernel, rows, second, options, loss, lse, *chunk outputs) -> None
+    chunk_sums: bool = False  # takes the per-chunk outputs (:func:`_chunk_outputs`) last
 
 
 _LOGITS_ALL = frozenset({"smoothing", "want_lse", "class_weights", "softcap", "class_mask"})
@@ -312,29 +312,21 @@ _PLAIN = frozenset({"smoothing", "want_lse", "class_weights"})
 
 
 # How each family of kernels takes its arguments: (kernel, rows, second, options, loss, lse,
-# total); ``total`` only goes to the kernels that take it (``_Kernel.totals``).
-def _launch_plain(k, r, s, o, loss, lse, total):
-    k(r, s, o.smoothing, _weights(o), loss, lse)
+# *chunk outputs); the chunk outputs are empty but for kernels with ``chunk_sums``.
+def _launch_plain(k, r, s, o, loss, lse, *chunks):
+    k(r, s, o.smoothing, _weights(o), loss, lse, *chunks)
 
 
-def _launch_short(k, r, s, o, loss, lse, total):
-    k(r, s, o.smoothing, _weights(o), loss, lse, total)
-
-
-def _launch_dense_split(k, r, s, o, loss, lse, total):
+def _launch_dense_split(k, r, s, o, loss, lse):
     k(r, s, o.smoothing, loss, lse)
 
 
-def _launch_logits(k, r, s, o, loss, lse, total):
+def _launch_logits(k, r, s, o, loss, lse):
     k(r, s, o.smoothing, _weights(o), o.softcap, _mask(o), loss, lse)
 
 
-def _launch_probs(k, r, s, o, loss, lse, total):
-    k(r, s, o.smoothing, *_clip_bounds(r.dtype, o.epsilon), o.renormalize, loss)
-
-
-def _launch_probs_short(k, r, s, o, loss, lse, total):
-    k(r, s, o.smoothing, *_clip_bounds(r.dtype, o.epsilon), o.renormalize, loss, total)
+def _launch_probs(k, r, s, o, loss, lse, *chunks):
+    k(r, s, o.smoothing, *_clip_bounds(r.dtype, o.epsilon), o.renormalize, loss, *chunks)
 
 
 _SMOOTHING = frozenset({"smoothing"})
@@ -349,19 +341,19 @@ TABLE = (
     _Kernel(kernels.dense_logits_long_rows,   "dense",  True,  _long_rows,
             frozenset({"smoothing", "want_lse"}), _launch_dense_split),
     _Kernel(kernels.sparse_logits_short_rows, "sparse", True,  _short_rows, _PLAIN,
-            _launch_short, totals=True),
+            _launch_plain, chunk_sums=True),
     _Kernel(kernels.dense_logits_short_rows,  "dense",  True,  _short_dense_rows, _PLAIN,
-            _launch_short, totals=True),
+            _launch_plain, chunk_sums=True),
     _Kernel(kernels.sparse_logits,            "sparse", True,  _any_rows,   _LOGITS_ALL,
             _launch_logits),
     _Kernel(kernels.dense_logits,             "dense",  True,  _any_rows,   _LOGITS_ALL,
             _launch_logits),
     _Kernel(kernels.sparse_probs_short_rows,  "sparse", False, _short_rows, frozenset(),
-            _launch_probs_short, totals=True),
+            _launch_probs, chunk_sums=True),
     _Kernel(kernels.sparse_probs,             "sparse", False, _any_rows,   _SMOOTHING,
             _launch_probs),
     _Kernel(kernels.dense_probs_short_rows,   "dense",  False, _short_dense_rows, _SMOOTHING,
-            _launch_probs_short, totals=True),
+            _launch_probs, chunk_sums=True),
     _Kernel(kernels.dense_probs,              "dense",  False, _any_rows,   _SMOOTHING,
             _launch_probs),
 )
@@ -382,7 +374,16 @@ def choose(kind: str, rows, options: RowOptions) -> _Kernel:
     raise AssertionError(f"no kernel for {kind}, logits={options.from_logits}, {sorted(used)}")
 
 
-def _rows(kind, rows, second, options: RowOptions, lse64=False, want_total=False):
+def _chunk_outputs(kind, wanted: bool):
+    """The per-chunk outputs a ``chunk_sums`` kernel takes last: float64 loss totals and, for
+    sparse kernels, int64 counts of labels outside the row (``kernels.short_rows``,
+    ``chunk_total`` / ``block_outside``), ``ROW_CHUNKS`` each, or empty when not wanted."""
+    n = kernels.ROW_CHUNKS if wanted else 0
+    total = np.zeros(n)
+    return (total,) if kind == "dense" else (total, np.zeros(n, np.int64))
+
+
+def _rows(kind, rows, second, options: RowOptions, lse64=False, sums=False):
     ready()
     n = rows.shape[0]
     want_lse = options.want_lse
@@ -391,16 +392,19 @@ def _rows(kind, rows, second, options: RowOptions, lse64=False, want_total=False
     # from a saved lse needs more than its float32 rounding (kernels/grad.py, split_lse)
     loss, lse = np.empty(n, out), np.empty(n if want_lse else 0, np.float64)
     entry = choose(kind, rows, options)
-    totals = np.zeros(kernels.ROW_CHUNKS if want_total and entry.totals else 0)
+    chunks = _chunk_outputs(kind, sums) if entry.chunk_sums else ()
     kernel = entry.kernel if entry.fits is _long_rows else _kernel(entry.kernel)
     # sparse labels are read as integers (any width), never as the bits of 16-bit floats
     second = writable_alias(second) if kind == "sparse" else kernel_view(second)
-    entry.launch(kernel, kernel_view(rows), second, options, loss, lse, totals)
-    # the chunks' partials in chunk order: a fixed number, whatever the thread count
-    total = float(np.sum(totals)) if totals.shape[0] else None
+    entry.launch(kernel, kernel_view(rows), second, options, loss, lse, *chunks)
     if want_lse and not lse64:
         lse = lse.astype(out, copy=False)
-    return loss, (lse if want_lse else None), total
+    lse = lse if want_lse else None
+    if not (sums and entry.chunk_sums):
+        return loss, lse, None, None
+    # the chunks' partials in chunk order: a fixed number, whatever the thread count
+    outside = int(chunks[1].sum()) if kind == "sparse" else 0
+    return loss, lse, float(np.sum(chunks[0])), outside
 
 
 def sparse_rows(rows, labels, options: RowOptions = RowOptions(), *, lse64=False):
@@ -421,18 +425,53 @@ def dense_rows(rows, targets, options: RowOptions = RowOptions(), *, lse64=False
     return _rows("dense", rows, targets, options, lse64)[:2]
 
 
-def sparse_rows_total(rows, labels, options: RowOptions = RowOptions()):
-    """:func:`sparse_rows` and the float64 sum of the losses it returns, for the front ends'
-    means and sums: ``(loss, lse, total)``.  The short-row kernels take ``total`` from their
-    chunks while the losses are in cache; for the others it is ``None`` (the caller sums
-    the losses itself, :func:`float64_total`).  Either way it does not depend on the thread
-    count."""
-    return _rows("sparse", rows, labels, options, want_total=True)
+@dataclass(frozen=True)
+class RowLosses:
+    """What :func:`sparse_losses` / :func:`dense_losses` return.
+
+    ``loss`` and ``lse`` as from :func:`sparse_rows`; ``total`` the float64 sum of ``loss``
+    where the kernel took it (the short-row kernels, from their chunks while the losses were
+    in cache), else ``None`` (the caller sums, :func:`float64_total`), in an order that does
+    not depend on the thread count; ``outside`` the number of labels outside ``[0, C)``,
+    ``IGNORED`` ones included (0 for dense targets).
+    """
+
+    loss: np.ndarray
+    lse: np.ndarray | None
+    total: float | None
+    outside: int
 
 
-def dense_rows_total(rows, targets, options: RowOptions = RowOptions()):
-    """:func:`dense_rows` with the losses' float64 sum, as :func:`sparse_rows_total`."""
-    return _rows("dense", rows, targets, options, want_total=True)
+def sparse_losses(rows, labels, options: RowOptions = RowOptions()) -> RowLosses:
+    """:func:`sparse_rows` for the front ends' reductions, with the losses' total and the
+    count of labels outside the row, for labels that were not range-checked before
+    (``_inputs.as_labels`` with ``range_check=False``; the caller raises if ``outside``
+    exceeds its ignored entries, ``_inputs.check_counted_labels``).  The short-row kernels
+    count the labels as they go; for the others they are counted here.  Every sparse kernel
+    gives NaN for a label outside the row without reading it (``stream.sparse_row_loss``,
+    ``short_rows.block_outside``), so unchecked labels never make a kernel read outside
+    its input."""
+    loss, lse, total, outside = _rows("sparse", rows, labels, options, sums=True)
+    if outside is None:
+        outside = count_outside(labels, rows.shape[1])
+    return RowLosses(loss, lse, total, outside)
+
+
+def dense_losses(rows, targets, options: RowOptions = RowOptions()) -> RowLosses:
+    """:func:`dense_rows` with the losses' total, as :func:`sparse_losses`."""
+    loss, lse, total, _ = _rows("dense", rows, targets, options, sums=True)
+    return RowLosses(loss, lse, total, 0)
+
+
+def count_outside(labels: np.ndarray, n_classes: int) -> int:
+    """How many of the 1-D integer ``labels`` lie outside ``[0, n_classes)`` (``IGNORED``
+    included): 0 from their range alone (:func:`integer_range`) when they all lie inside."""
+    if labels.shape[0] == 0:
+        return 0
+    lo, hi = integer_range(labels)
+    if lo >= 0 and hi < n_classes:
+        return 0
+    return int(np.count_nonzero((labels < 0) | (labels >= n_classes)))
 
 
 _NO_ROWS = np.empty(0, np.float64)

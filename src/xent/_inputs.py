@@ -225,6 +225,7 @@ def as_labels(
     integer_only: bool = False,
     row_offset: int | None = None,
     native: bool = False,
+    range_check: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Validated integer labels as a flat int64 array, ignored entries set to ``IGNORED``.
 
@@ -238,7 +239,9 @@ def as_labels(
     ``row_offset``: the labels are one block of a longer input starting at that row, and
     positions are reported as ``row <offset + i>`` of the whole input.  ``native``: labels of
     a dtype in :data:`NATIVE_LABEL_DTYPES` with nothing ignored come back in their own dtype
-    (no int64 copy: the sparse kernels read them as they are).
+    (no int64 copy: the sparse kernels read them as they are).  ``range_check=False`` leaves
+    the range of integer labels to the kernel pass, which counts the labels outside the row
+    (``_engine.sparse_losses``); the caller must then call :func:`check_counted_labels`.
     """
     y = as_array(y_true, name)
     kind = y.dtype.kind
@@ -305,7 +308,10 @@ def as_labels(
         check = flat if ignored is None else flat[~ignored]
         low = kind == "f" or np.iinfo(flat.dtype).min < 0
         high = kind == "f" or np.iinfo(flat.dtype).max >= n_classes
-        if check.size and (low or high):
+        # integer labels keep their out-of-range values through the int64 cast below (uint64
+        # wraps to negatives), so a kernel's count of labels outside the row sees them
+        deferred = not range_check and kind in "iu"
+        if check.size and (low or high) and not deferred:
             lo, hi = _engine.integer_range(check) if kind in "iu" else (check.min(), check.max())
             if (low and lo < 0) or (high and hi >= n_classes):
                 bad = (flat < 0) | (flat >= n_classes)
@@ -321,6 +327,18 @@ def as_labels(
         labels = np.where(ignored, IGNORED, flat.astype(np.int64))
     valid = None if ignored is None else ~ignored.reshape(batch_shape)
     return labels, valid
+
+
+def check_counted_labels(outside: int, valid, recheck) -> None:
+    """The range check of labels read with ``as_labels(..., range_check=False)``, after the
+    kernel pass: ``outside`` is the number of labels it found outside ``[0, C)``, the ignored
+    entries (set to ``IGNORED``) included, ``valid`` the mask :func:`as_labels` returned.
+    More than the ignored entries means a label out of range: ``recheck()`` reads the labels
+    again with the range check, which raises the ``ValueError`` naming the first one."""
+    ignored = 0 if valid is None else valid.size - int(np.count_nonzero(valid))
+    if outside > ignored:
+        recheck()
+        raise AssertionError(f"{outside - ignored} labels outside the classes passed the check")
 
 
 def as_targets(y_true, y_pred_shape: tuple, *, name: str = "y_true", pred_name: str = "y_pred"):

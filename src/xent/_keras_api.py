@@ -14,6 +14,7 @@ from xent._inputs import (
     as_labels,
     as_predictions,
     as_targets,
+    check_counted_labels,
     check_epsilon,
     check_fraction,
     normalize_axis,
@@ -77,12 +78,25 @@ def _sparse(
     losses' float64 sum if the kernel took it (else ``None``); with large-vocabulary
     options, the packaged outputs instead of the losses (and no sum)."""
     _, rows, batch_shape, _, smoothing, eps = _prepare(y_pred, axis, label_smoothing, epsilon)
-    labels, valid = as_labels(
-        y_true, batch_shape, rows.shape[1], axis=axis, ignore_class=ignore_class, native=True
-    )
-    loss, lse, total = _engine.sparse_rows_total(
+
+    def read_labels(range_check):
+        return as_labels(
+            y_true,
+            batch_shape,
+            rows.shape[1],
+            axis=axis,
+            ignore_class=ignore_class,
+            native=True,
+            range_check=range_check,
+        )
+
+    # the range check comes from the kernel pass, which reads the labels anyway
+    labels, valid = read_labels(False)
+    got = _engine.sparse_losses(
         rows, labels, _row_options(from_logits, smoothing, eps, renormalize, opts)
     )
+    check_counted_labels(got.outside, valid, lambda: read_labels(True))
+    loss, lse, total = got.loss, got.lse, got.total
     if opts is _PLAIN:
         return loss.reshape(batch_shape), valid, total
     return _with_vocab(loss, lse, valid, opts, batch_shape), valid, None
@@ -92,9 +106,10 @@ def _dense(y_true, y_pred, from_logits, label_smoothing, axis, epsilon, renormal
     """Per-sample dense losses and their float64 sum (as :func:`_sparse`, without a mask)."""
     pred, rows, batch_shape, ax, smoothing, eps = _prepare(y_pred, axis, label_smoothing, epsilon)
     trows, _ = to_rows(as_targets(y_true, pred.shape), ax, name="y_true")
-    loss, lse, total = _engine.dense_rows_total(
+    got = _engine.dense_losses(
         rows, trows, _row_options(from_logits, smoothing, eps, renormalize, opts)
     )
+    loss, lse, total = got.loss, got.lse, got.total
     if opts is _PLAIN:
         return loss.reshape(batch_shape), total
     return _with_vocab(loss, lse, None, opts, batch_shape), None

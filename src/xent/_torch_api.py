@@ -18,6 +18,7 @@ from xent._inputs import (
     as_labels,
     as_predictions,
     as_targets,
+    check_counted_labels,
     check_ignore_class,
     to_rows,
 )
@@ -323,9 +324,12 @@ class _Prepared:
     """A validated :func:`cross_entropy` call as the engine takes it: ``kind`` ("sparse" or
     "dense"), ``rows`` / ``second`` (labels or target rows), the engine's options, ``counted``
     (flat bool per row, or ``None`` for all), PyTorch's ``"mean"`` divisor, the number of
-    counted elements, the batch shape, the class dimension and the input as an array."""
+    counted elements, the batch shape, the class dimension and the input as an array.
 
-    def __init__(self, input, target, weight, ignore_index, smoothing, opts):
+    ``range_check=False`` leaves the range of index targets without class weights to the
+    kernel pass: the caller runs :meth:`check_counted` on the count it returns."""
+
+    def __init__(self, input, target, weight, ignore_index, smoothing, opts, range_check=True):
         pred = as_predictions(input, "input")
         dim = _class_dim(pred)
         rows, batch_shape = to_rows(pred, dim, name="input")
@@ -348,17 +352,24 @@ class _Prepared:
             self.counted = None
             self.divisor = self.count = rows.shape[0]
             return
-        labels, valid = as_labels(
-            t,
-            batch_shape,
-            n_classes,
-            axis=dim,
-            ignore_class=ignore_index,
-            name="target",
-            pred_name="input",
-            ignore_name="ignore_index",
-            integer_only=True,
-        )
+
+        def read_labels(checked):
+            return as_labels(
+                t,
+                batch_shape,
+                n_classes,
+                axis=dim,
+                ignore_class=ignore_index,
+                name="target",
+                pred_name="input",
+                ignore_name="ignore_index",
+                integer_only=True,
+                range_check=checked,
+            )
+
+        # class weights are looked up by label below: those labels are checked first
+        labels, valid = read_labels(range_check or w is not None)
+        self._read_labels, self._valid = read_labels, valid
         self.kind, self.second = "sparse", labels
         self.counted = None if valid is None else valid.reshape(-1)
         n = rows.shape[0]
@@ -368,14 +379,22 @@ class _Prepared:
         else:
             self.divisor = np.sum(w[labels[labels != _engine.IGNORED]], dtype=np.float64)
 
+    def check_counted(self, outside: int) -> None:
+        """Raise the range check's ``ValueError`` if a kernel pass counted more labels outside
+        the classes than are ignored (``_inputs.check_counted_labels``)."""
+        check_counted_labels(outside, self._valid, lambda: self._read_labels(True))
+
 
 def _cross_entropy_parts(input, target, weight, ignore_index, smoothing, opts) -> _Parts:
     """Per-element losses (without the z-loss), z-loss terms, lse and the denominators."""
-    p = _Prepared(input, target, weight, ignore_index, smoothing, opts)
-    rows_fn = _engine.dense_rows_total if p.kind == "dense" else _engine.sparse_rows_total
-    loss, lse, total = rows_fn(p.rows, p.second, p.options)
-    z = z_terms(lse, opts, p.counted)
-    return _Parts(loss, z, lse, p.divisor, p.count, p.batch_shape, total)
+    p = _Prepared(input, target, weight, ignore_index, smoothing, opts, range_check=False)
+    if p.kind == "dense":
+        got = _engine.dense_losses(p.rows, p.second, p.options)
+    else:
+        got = _engine.sparse_losses(p.rows, p.second, p.options)
+        p.check_counted(got.outside)
+    z = z_terms(got.lse, opts, p.counted)
+    return _Parts(got.loss, z, got.lse, p.divisor, p.count, p.batch_shape, got.total)
 
 
 def _dask_cross_entropy(input, target, weight, ignore_index, reduction, smoothing, opts):
