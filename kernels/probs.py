@@ -259,9 +259,7 @@ def dense_probs_short_rows(p, t, smoothing, lo, hi, renormalize, out_loss, out_t
     n, c = p.shape
     keep = as_type_of(1.0 - smoothing, lo)
     spread = as_type_of(smoothing / c, lo) if c else as_type_of(0.0, lo)
-    # the next block fetched ahead (short_rows._prefetch_block): 0.82-0.96x the time at
-    # C = 12-32 (float32, Intel Xeon, rocketlake); decided once, since the call's own early
-    # return inside the block loop made C = 10 1.04x slower
+    # the next block fetched ahead (short_rows._prefetch_block, where it is measured)
     ahead = c * p.itemsize >= PREFETCH_ROW_BYTES
     n_blocks = (n + SHORT_BLOCK - 1) // SHORT_BLOCK
     per = row_chunks(n_blocks)

@@ -63,8 +63,9 @@ TILE_MIN_COLUMNS_F64 = 8
 
 
 #: C-contiguous rows of at least this many bytes have the next block fetched ahead
-#: (:func:`_prefetch_block`).
-PREFETCH_ROW_BYTES = 48
+#: (:func:`_prefetch_block`): every size.  With a bound of 48 bytes (prefetch from C = 12
+#: on) the dense logits took 1.08-1.18x as long at C = 4-10 (Intel Xeon, rocketlake).
+PREFETCH_ROW_BYTES = 0
 
 
 def _prefetch_block(x, r0):  # pragma: no cover - replaced by the overload
@@ -74,16 +75,18 @@ def _prefetch_block(x, r0):  # pragma: no cover - replaced by the overload
     and the targets, so that a block's arithmetic overlaps the next block's transfer.
 
     Why (Intel Xeon, LLVM rocketlake, the dense kernel on 10M float32 elements, paired
-    medians of 31 interleaved calls): without it, 6.1-6.8 ms at C = 24 and 32 against
-    4.7 at C = 16 and 5.3 at C = 48 (the tiles read 16 rows of both arrays at the stride of
-    a row, which the hardware prefetchers follow badly there); with it 0.76-0.80x at C = 24
-    and 32, 0.91-1.0x at C = 12, 16 and 48, nothing at C = 10.  Not for float64, whose
-    loop is bound by its exp: 0.94x at C = 6 but 1.07x at C = 12 and 1.11x at C = 24 (the
-    prefetched block and the two turned blocks fill the 48 KiB L1); not for the sparse
-    kernel, which streams one array and ran 1.0-1.04x with it.  The dense probabilities kernel
-    takes it too (0.82-0.96x at C = 12-32).  Callers test the row size once, outside their
-    block loop (``ahead``): the early return below, reached in every block, cost 4-6% at
-    C = 7 and 10 in both kernels.
+    medians of 31-41 interleaved calls, bit-identical): without it, 6.1-6.8 ms at C = 24
+    and 32 against 4.7 at C = 16 and 5.3 at C = 48 (the tiles read 16 rows of both arrays
+    at the stride of a row, which the hardware prefetchers follow badly); with it 0.76-0.80x
+    at C = 24 and 32, 0.91-1.0x at C = 12, 16 and 48, 0.84-0.87x at C = 4-6, 0.86-0.91x at
+    C = 10, 0.89-0.93x at C = 7, 0.96-0.97x at C = 2-3, level at C = 8.  The dense
+    probabilities kernel: 0.82-0.87x at C = 24-32 and 5, 0.92-1.0x at C = 10 and 12.  Not
+    for float64, whose loop is bound by its exp: 0.94x at C = 6 but 1.07x at C = 12 and
+    1.11x at C = 24 (the prefetched block and the two turned blocks fill the 48 KiB L1);
+    not for the sparse kernel, which streams one array: 0.99-1.04x at C = 5, 10 and 24.
+    Callers test the row size once, outside their block loop (``ahead``): the early return
+    below, reached in every block, cost 4-6% at C = 7 and 10, and calling it without the
+    test and without that return 2-4% at C = 12-24.
     """
     raise NotImplementedError
 
