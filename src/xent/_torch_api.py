@@ -320,6 +320,23 @@ class _Parts:
         return TorchReduction.partials(self.loss, self.divisor, self.z, self.count, self.total)
 
 
+def _index_targets(target, batch_shape, n_classes, dim, ignore_index, range_check=True):
+    """PyTorch's integer class-index ``target`` as ``_inputs.as_labels`` reads it, named as
+    PyTorch names the arguments."""
+    return as_labels(
+        target,
+        batch_shape,
+        n_classes,
+        axis=dim,
+        ignore_class=ignore_index,
+        name="target",
+        pred_name="input",
+        ignore_name="ignore_index",
+        integer_only=True,
+        range_check=range_check,
+    )
+
+
 class _Prepared:
     """A validated :func:`cross_entropy` call as the engine takes it: ``kind`` ("sparse" or
     "dense"), ``rows`` / ``second`` (labels or target rows), the engine's options, ``counted``
@@ -354,18 +371,7 @@ class _Prepared:
             return
 
         def read_labels(checked):
-            return as_labels(
-                t,
-                batch_shape,
-                n_classes,
-                axis=dim,
-                ignore_class=ignore_index,
-                name="target",
-                pred_name="input",
-                ignore_name="ignore_index",
-                integer_only=True,
-                range_check=checked,
-            )
+            return _index_targets(t, batch_shape, n_classes, dim, ignore_index, checked)
 
         # class weights are looked up by label below: those labels are checked first
         labels, valid = read_labels(range_check or w is not None)
@@ -503,17 +509,7 @@ def _nll_parts(input, target, weight, ignore_index):
     target = as_array(target, "target")
     _check_like_torch(pred, target, weight, ignore_index, probabilities_allowed=False)
     w = as_class_weights(weight, n_classes)
-    labels, _ = as_labels(
-        target,
-        batch_shape,
-        n_classes,
-        axis=dim,
-        ignore_class=ignore_index,
-        name="target",
-        pred_name="input",
-        ignore_name="ignore_index",
-        integer_only=True,
-    )
+    labels, _ = _index_targets(target, batch_shape, n_classes, dim, ignore_index)
     keep = labels != _engine.IGNORED
     safe = np.where(keep, labels, 0)
     picked = as_float64(rows[np.arange(rows.shape[0]), safe])
