@@ -219,7 +219,8 @@ def test_sparse_kernels_count_labels_outside_the_row(case):
     """The count of labels outside ``[0, C)`` (``IGNORED`` included) that the sparse kernels
     return for the front ends' range check, against NumPy's count: placed in the first and
     last rows, in a partial last block, in every label dtype the kernels read; kernels
-    without chunk outputs (wide rows, options they lack) counted by the engine."""
+    without chunk outputs (wide rows, options they lack) count nothing (``None``: the front
+    end then makes the usual check, ``_inputs.check_counted_labels``)."""
     _, rows, labels, options = _short_total_cases()[case]
     c = rows.shape[1]
     labels = labels.copy()
@@ -235,14 +236,14 @@ def test_sparse_kernels_count_labels_outside_the_row(case):
     wide = np.zeros((40, 200), np.float32)
     for opts, kernel in ((RowOptions(), "sparse_logits"), (RowOptions(softcap=3.0), None)):
         y = np.arange(40) * 7 - 3  # -3, 4, ..., 270: one negative, 11 from 200 (k >= 29) up
-        assert _engine.sparse_losses(wide, y, opts).outside == 12
+        assert _engine.sparse_losses(wide, y, opts).outside is None
         if kernel:
             assert not choose("sparse", wide, opts).chunk_sums
 
 
-def test_only_short_row_kernels_total_and_only_on_request():
-    """Other kernels leave the total to the caller (``None``), and an empty loss array
-    totals 0."""
+def test_only_short_row_kernels_total():
+    """Other kernels leave the total to the caller (``None``), an empty loss array totals 0,
+    and ``sparse_rows`` still returns just the loss and lse."""
     wide = np.random.default_rng(2).standard_normal((50, 1000)).astype(np.float32)
     labels = np.zeros(50, np.int64)
     assert _engine.sparse_losses(wide, labels).total is None

@@ -297,3 +297,27 @@ def test_labels_range_checked_in_the_kernel_pass_are_named(call, c, dtype):
             bad[at] = value
             with pytest.raises(ValueError, match=rf"out-of-range label {value} at index {at};"):
                 fn(bad, z)
+
+
+def test_check_counted_labels_rechecks_exactly_when_it_must():
+    """The check after a kernel pass reads the labels again (``recheck``) when the kernel
+    counted more labels outside the classes than are ignored, or counted nothing; a recheck
+    that finds nothing wrong then is an internal error, never a silent pass."""
+    from xent._inputs import check_counted_labels
+
+    calls = []
+
+    def recheck():
+        calls.append(1)
+
+    two_ignored = np.array([True, False, True, False])
+    check_counted_labels(0, None, recheck)
+    check_counted_labels(2, two_ignored, recheck)
+    assert calls == []
+    check_counted_labels(None, None, recheck)  # a kernel that does not count
+    assert calls == [1]
+    with pytest.raises(AssertionError, match="1 labels outside"):
+        check_counted_labels(3, two_ignored, recheck)
+    assert calls == [1, 1]
+    with pytest.raises(AssertionError):
+        check_counted_labels(1, None, recheck)

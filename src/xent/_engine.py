@@ -433,45 +433,32 @@ class RowLosses:
     where the kernel took it (the short-row kernels, from their chunks while the losses were
     in cache), else ``None`` (the caller sums, :func:`float64_total`), in an order that does
     not depend on the thread count; ``outside`` the number of labels outside ``[0, C)``,
-    ``IGNORED`` ones included (0 for dense targets).
+    ``IGNORED`` ones included, where the kernel counted them, else ``None`` (0 for dense
+    targets).
     """
 
     loss: np.ndarray
     lse: np.ndarray | None
     total: float | None
-    outside: int
+    outside: int | None
 
 
 def sparse_losses(rows, labels, options: RowOptions = RowOptions()) -> RowLosses:
     """:func:`sparse_rows` for the front ends' reductions, with the losses' total and the
     count of labels outside the row, for labels that were not range-checked before
     (``_inputs.as_labels`` with ``range_check=False``; the caller raises if ``outside``
-    exceeds its ignored entries, ``_inputs.check_counted_labels``).  The short-row kernels
-    count the labels as they go; for the others they are counted here.  Every sparse kernel
-    gives NaN for a label outside the row without reading it (``stream.sparse_row_loss``,
-    ``short_rows.block_outside``), so unchecked labels never make a kernel read outside
-    its input."""
-    loss, lse, total, outside = _rows("sparse", rows, labels, options, sums=True)
-    if outside is None:
-        outside = count_outside(labels, rows.shape[1])
-    return RowLosses(loss, lse, total, outside)
+    exceeds its ignored entries, and runs the usual check where it is ``None``:
+    ``_inputs.check_counted_labels``).  The short-row kernels count the labels as they go.
+    Every sparse kernel gives NaN for a label outside the row without reading it
+    (``stream.sparse_row_loss``, ``short_rows.block_outside``), so unchecked labels never
+    make a kernel read outside its input."""
+    return RowLosses(*_rows("sparse", rows, labels, options, sums=True))
 
 
 def dense_losses(rows, targets, options: RowOptions = RowOptions()) -> RowLosses:
     """:func:`dense_rows` with the losses' total, as :func:`sparse_losses`."""
     loss, lse, total, _ = _rows("dense", rows, targets, options, sums=True)
     return RowLosses(loss, lse, total, 0)
-
-
-def count_outside(labels: np.ndarray, n_classes: int) -> int:
-    """How many of the 1-D integer ``labels`` lie outside ``[0, n_classes)`` (``IGNORED``
-    included): 0 from their range alone (:func:`integer_range`) when they all lie inside."""
-    if labels.shape[0] == 0:
-        return 0
-    lo, hi = integer_range(labels)
-    if lo >= 0 and hi < n_classes:
-        return 0
-    return int(np.count_nonzero((labels < 0) | (labels >= n_classes)))
 
 
 _NO_ROWS = np.empty(0, np.float64)

@@ -329,12 +329,17 @@ def as_labels(
     return labels, valid
 
 
-def check_counted_labels(outside: int, valid, recheck) -> None:
+def check_counted_labels(outside: int | None, valid, recheck) -> None:
     """The range check of labels read with ``as_labels(..., range_check=False)``, after the
     kernel pass: ``outside`` is the number of labels it found outside ``[0, C)``, the ignored
     entries (set to ``IGNORED``) included, ``valid`` the mask :func:`as_labels` returned.
     More than the ignored entries means a label out of range: ``recheck()`` reads the labels
-    again with the range check, which raises the ``ValueError`` naming the first one."""
+    again with the range check, which raises the ``ValueError`` naming the first one.  A
+    kernel that does not count (``outside`` is ``None``) leaves the whole check to
+    ``recheck()``, as :func:`as_labels` makes it."""
+    if outside is None:
+        recheck()
+        return
     ignored = 0 if valid is None else valid.size - int(np.count_nonzero(valid))
     if outside > ignored:
         recheck()
