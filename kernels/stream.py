@@ -21,9 +21,10 @@ are taken relative to the same ``M``, so large logits never cancel.  The sum of
 exponentials (terms at most ``ACCEPT``) runs in the input precision over blocks of
 ``STREAM_BLOCK`` elements and in float64 across blocks, and so do the target sums, which are
 recomputed in float64 throughout when a float32 block sum overflows (logits near the
-float32 limit); the plain sum of logits (smoothing) runs in float64.  On CPUs with AVX-512,
-contiguous float32 rows take the sum of exponentials in one explicit 16-lane loop
-(``_simd``): each lane sums 16 terms in float32 before adding them to its float64 sum.
+float32 limit); the plain sum of logits (smoothing) runs in float64.  On CPUs with AVX-512 or
+AVX2, contiguous float32 and float64 rows take the sum of exponentials in one explicit vector
+loop (``_simd``): each float32 lane sums 16 terms in float32 before adding them to its float64
+sum.
 
 Streaming: compute as heavy as ``2**u`` per element keeps too few loads in flight for the
 hardware prefetcher alone to reach the memory bandwidth, so the one-pass loops prefetch
@@ -47,12 +48,11 @@ from ._config import ROW, SCALAR
 from ._half import widen
 from ._math import as_type_of, fast_exp, fast_exp2
 from ._simd import (
-    dense_sums_f32_intrinsic,
-    f32_rows_accept,
+    dense_sums_intrinsic,
     has_vector_exp,
-    sum_exp2_f32,
-    sum_exp2_f32_accepts,
-    sum_exp2_f32_intrinsic,
+    row_sums_accept,
+    sum_exp2,
+    sum_exp2_intrinsic,
 )
 
 _OVERLOAD_ROW = {k: v for k, v in ROW.items() if k != "cache"}
@@ -130,11 +130,11 @@ def _block_sum_exp2(block, shift):  # pragma: no cover - replaced by the overloa
 
 @overload(_block_sum_exp2, jit_options=_OVERLOAD_ROW)
 def _block_sum_exp2_impl(block, shift):
-    # contiguous float32 on an AVX-512 or AVX2 CPU: the explicit 16- or 8-lane loop
+    # contiguous float32 or float64 on an AVX-512 or AVX2 CPU: the explicit loop
     # (kernels/_simd.py), about 30% cheaper per element; everything else: the vectorised
     # scalar loop
-    if has_vector_exp() and sum_exp2_f32_accepts(block, shift):
-        return lambda block, shift: sum_exp2_f32(block, shift)
+    if has_vector_exp() and row_sums_accept(shift, block):
+        return lambda block, shift: sum_exp2(block, shift)
     return lambda block, shift: _block_sum_exp2_scalar(block, shift)
 
 
@@ -155,7 +155,7 @@ def row_sum(row):
     return s
 
 
-_stream_sum_exp2_f32 = sum_exp2_f32_intrinsic(PREFETCH_AHEAD)
+_stream_sum_exp2 = sum_exp2_intrinsic(PREFETCH_AHEAD)
 
 
 @njit(**ROW)
@@ -177,8 +177,8 @@ def stream_sum_exp2(row, shift):  # pragma: no cover - replaced by the overload
 def _stream_sum_exp2_impl(row, shift):
     # contiguous float32 on an AVX-512 or AVX2 CPU: one explicit loop over the whole row
     # (kernels/_simd.py); calling it per block of 256 cost 0.19 cycles per element more
-    if has_vector_exp() and sum_exp2_f32_accepts(row, shift):
-        return lambda row, shift: _stream_sum_exp2_f32(row, shift)
+    if has_vector_exp() and row_sums_accept(shift, row):
+        return lambda row, shift: _stream_sum_exp2(row, shift)
     return lambda row, shift: _stream_sum_exp2_scalar(row, shift)
 
 
@@ -296,7 +296,7 @@ def _row_target_sums_f64(row, trow, shift):
     return t_sum, tz
 
 
-_dense_sums_f32 = dense_sums_f32_intrinsic(PREFETCH_AHEAD)
+_dense_sums = dense_sums_intrinsic(PREFETCH_AHEAD)
 
 
 def dense_row_sums(row, trow, shift, exact):  # pragma: no cover - replaced by the overload
@@ -309,12 +309,12 @@ def dense_row_sums(row, trow, shift, exact):  # pragma: no cover - replaced by t
 def _dense_row_sums_impl(row, trow, shift, exact):
     # contiguous float32 logits and targets on an AVX-512 or AVX2 CPU: one explicit loop
     # over the row (kernels/_simd.py) for the one-pass sums
-    if has_vector_exp() and sum_exp2_f32_accepts(row, shift) and f32_rows_accept(trow):
+    if has_vector_exp() and row_sums_accept(shift, row, trow):
 
         def impl(row, trow, shift, exact):
             if exact:
                 return _dense_row_sums_scalar(row, trow, shift, exact)
-            return _dense_sums_f32(row, trow, shift)
+            return _dense_sums(row, trow, shift)
 
         return impl
     return lambda row, trow, shift, exact: _dense_row_sums_scalar(row, trow, shift, exact)

@@ -157,19 +157,19 @@ def test_exp2_accuracy_and_clamps(dtype):
 def _simd_sums():
     from numba import njit
 
-    from xent.kernels._simd import dense_sums_f32_intrinsic, sum_exp2_f32, sum_exp2_f32_intrinsic
+    from xent.kernels._simd import dense_sums_intrinsic, sum_exp2, sum_exp2_intrinsic
 
-    streamed = sum_exp2_f32_intrinsic(256)
-    dense_sums = dense_sums_f32_intrinsic(256)
+    streamed = sum_exp2_intrinsic(256)
+    dense_sums = dense_sums_intrinsic(256)
 
     @njit
     def each(x, shift, out):  # one-element rows: 2**u of every element on its own
         for j in range(x.shape[0]):
-            out[j] = sum_exp2_f32(x[j : j + 1], shift)
+            out[j] = sum_exp2(x[j : j + 1], shift)
 
     @njit
     def whole(x, t, shift):
-        return sum_exp2_f32(x, shift), streamed(x, shift), dense_sums(x, t, shift)
+        return sum_exp2(x, shift), streamed(x, shift), dense_sums(x, t, shift)
 
     return each, whole
 
@@ -214,34 +214,80 @@ def test_simd_exp2_accuracy_and_edges():
 
 
 @needs_vector_exp
-@pytest.mark.parametrize("n", [0, 1, 5, 15, 16, 17, 31, 255, 256, 257, 1000, 4099])
-def test_simd_sum_reads_only_the_row(n):
+def test_simd_exp2_float64_is_the_scalar_code_and_keeps_the_edges():
+    # float64 rows: each term is _math.exp2_f64's, bit for bit, over the range the one-pass
+    # sums use (with AVX-512 the rounding and scaling are vreducepd / vscalefpd instead)
+    from xent.kernels._math import exp2_f64
+
+    each, _ = _simd_sums()
+    rng = np.random.default_rng(5)
+    log2e = 1.4426950408889634
+    x = np.concatenate(
+        [rng.uniform(-700, 44, 300_000), rng.uniform(-2, 2, 100_000), np.arange(-700.0, 45.0)]
+    )
+    x = np.concatenate([x, np.arange(-1000, 65) / log2e, (np.arange(-2000, 129) + 0.5) / log2e])
+    got = np.empty(x.size)
+    each(x, 0.0, got)
+
+    @njit
+    def scalar(u, out):
+        for i in range(u.size):
+            out[i] = exp2_f64(u[i])
+
+    u = x * log2e  # the float64 product: the exponent the loop itself forms
+    want = np.empty(x.size)
+    scalar(u, want)
+    inside = (u >= -1022.0) & (u <= 64.0)  # the scalar code's range (it clamps outside)
+    # at an exact tie u = k + 1/2 the scalar code's magic constant (bias 1023 included)
+    # rounds to odd k, vreducepd to even k: both terms are accurate (checked below)
+    inside &= u - np.floor(u) != 0.5
+    assert inside.sum() > 400_000 and (u - np.floor(u) == 0.5).sum() > 1000
+    np.testing.assert_array_equal(got[inside], want[inside])
+    assert ulp_error(got, u, np.exp2, np.float64) <= 4.0  # normal results, inside or not
+    edge = np.array([-np.inf, -1100 / log2e, -1e4, np.nan, 64 / log2e, 100.0, np.inf])
+    got = np.empty(edge.size)
+    each(edge, 0.0, got)
+    assert got[0] == 0.0 and got[1] == 0.0 and got[2] == 0.0  # exact zeros far below
+    assert np.isnan(got[3])
+    assert np.all(got[4:] >= 2.0**63.9)  # far above: large enough to reject a guessed shift
+    low = np.linspace(-1060, -1022, 77) / log2e  # between: at most the smallest normal number
+    got = np.empty(low.size)
+    each(low, 0.0, got)
+    assert np.all((got >= 0) & (got <= np.finfo(np.float64).tiny))
+
+
+@needs_vector_exp
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [0, 1, 5, 7, 8, 9, 15, 16, 17, 31, 255, 256, 257, 1000, 4099])
+def test_simd_sum_reads_only_the_row(n, dtype):
     # the last partial vector is a masked load: NaN just past the row must not enter the sum
     _, whole = _simd_sums()
     rng = np.random.default_rng(n)
-    buf = np.full(n + 48, np.nan, np.float32)
+    buf = np.full(n + 48, np.nan, dtype)
     buf[:n] = rng.standard_normal(n) * 3
-    tbuf = np.full(n + 48, np.nan, np.float32)
+    tbuf = np.full(n + 48, np.nan, dtype)
     tbuf[:n] = rng.random(n) * (rng.random(n) < 0.7)  # some zero targets
     buf[: n // 7] = -np.inf  # -inf logits where the target is 0 add nothing to sum t d
     tbuf[: n // 7] = 0.0
-    shift = np.float32(buf[n // 7] if n else 0.0)
+    shift = dtype(buf[n // 7] if n else 0.0)
     plain, streamed, (s, t_sum, tz) = whole(buf[:n], tbuf[:n], shift)
-    u = (buf[:n] - shift) * np.float32(1.4426950408889634)  # in float32, as the loop forms it
+    u = (buf[:n] - shift) * dtype(1.4426950408889634)  # in the row's type, as the loop forms it
     terms = np.exp2(u.astype(np.float64))
-    np.testing.assert_allclose(plain, terms.sum(), rtol=1e-6, atol=0)
+    rtol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(plain, terms.sum(), rtol=rtol, atol=0)
     assert plain == streamed == s  # every loop adds in the same order
     t64 = tbuf[:n].astype(np.float64)
     d64 = (buf[:n] - shift).astype(np.float64)
-    np.testing.assert_allclose(t_sum, t64.sum(), rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(t_sum, t64.sum(), rtol=rtol, atol=1e-12)
     ref_tz = np.where(t64 != 0, t64 * np.where(t64 != 0, d64, 0.0), 0.0).sum()
-    np.testing.assert_allclose(tz, ref_tz, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(tz, ref_tz, rtol=10 * rtol, atol=10 * rtol)
 
 
 @needs_vector_exp
 def test_turned_float64_sums_equal_the_scalar_loops_bit_for_bit():
     # float64 turned blocks take the explicit loop's exp2_f64 in vectors of doubles: each term
-    # is the scalar code's, added in the same class order, so every sum is the same double
+    # is the scalar code's (within its range), added in the same class order, so every sum is
+    # the same double
     from numba import njit
 
     from xent.kernels._simd import turned_dense_sums, turned_sum_exp2, turned_sum_exp2_ties
@@ -271,16 +317,22 @@ def test_turned_float64_sums_equal_the_scalar_loops_bit_for_bit():
     m = bz.max(0)
     m[:8] = bz[0, :8]  # ties (d == 0), NaN, infinite and far-off shifts
     got = both(bz, bt, c, m)
-    np.testing.assert_array_equal(got[0], got[1])
-    for k in range(2):
-        np.testing.assert_array_equal(got[2 + k], got[5 + k])
+    # a shift far below a logit: the scalar code clamps each term at 2**64, vscalefpd (AVX-512)
+    # gives the term itself; either way the sum is at least 2**64 and the guess is rejected
+    far = got[1] >= 2.0**64
+    assert far[3] and far[4] and far[6] and far.sum() == 3  # shifts -1e300, 0 and -745
+    assert (got[0][far] >= 2.0**64).all() and (got[2][far] >= 2.0**64).all()
+    np.testing.assert_array_equal(got[0][~far], got[1][~far])
+    np.testing.assert_array_equal(got[2][~far], got[5][~far])
+    np.testing.assert_array_equal(got[3], got[6])
     # the target sums hold no exp: whether LLVM fuses t d into the running sum of the scalar
     # loop is its choice per CPU (AVX-512 makes it a masked FMA; AVX2 does not), the vector
     # loop never fuses it; every term has the sign of d <= 0, so the two differ by at most
     # one rounding per term
     np.testing.assert_allclose(got[4], got[7], rtol=c * 2.0**-52, atol=0)
-    for k in range(2):
-        np.testing.assert_array_equal(got[8 + k], got[10 + k])
+    np.testing.assert_array_equal(got[8][~far], got[10][~far])
+    assert (got[8][far] >= 2.0**64).all() and (got[10][far] >= 2.0**64).all()
+    np.testing.assert_array_equal(got[9], got[11])
     assert np.isfinite(got[0][8:]).all() and (got[9][8:] >= 1).all()  # the maxima counted
 
 
