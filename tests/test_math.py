@@ -455,12 +455,13 @@ def test_cpus_without_avx512(tmp_path, cpu, features, lanes):
         from xent.kernels._simd import vector_lanes
         rng = np.random.default_rng(5)
         out = {"avx512": kernels.has_avx512(), "lanes": vector_lanes()}
-        for n, c in ((200, 1000), (300, 10)):
-            z = (rng.standard_normal((n, c)) * 3).astype(np.float32)
+        for n, c, dtype in ((200, 1000, "float32"), (300, 10, "float32"),
+                            (200, 1000, "float64"), (300, 10, "float64")):
+            z = (rng.standard_normal((n, c)) * 3).astype(dtype)
             y = rng.integers(0, c, n)
-            t = rng.random((n, c)).astype(np.float32)
+            t = rng.random((n, c)).astype(dtype)
             t /= t.sum(1, keepdims=True)
-            out[f"{c}"] = [z.tolist(), y.tolist(), t.tolist(),
+            out[f"{c}-{dtype}"] = [z.tolist(), y.tolist(), t.tolist(),
                 xent.sparse_categorical_crossentropy(y, z, from_logits=True).tolist(),
                 xent.categorical_crossentropy(t, z, from_logits=True).tolist(),
                 xent.categorical_crossentropy(t, t[::-1], label_smoothing=0.1).tolist(),
@@ -472,15 +473,18 @@ def test_cpus_without_avx512(tmp_path, cpu, features, lanes):
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
     assert got["avx512"] is False and got["lanes"] == lanes
-    for c in ("1000", "10"):
-        z, y, t, sparse, dense, probs, sparse_probs = (np.asarray(v) for v in got[c])
-        z = z.astype(np.float32)
+    # float64 too: its row loops run in 4 double lanes with AVX2 (the scalar code's 2**u)
+    for key in ("1000-float32", "10-float32", "1000-float64", "10-float64"):
+        z, y, t, sparse, dense, probs, sparse_probs = (np.asarray(v) for v in got[key])
+        dtype = np.dtype(key.split("-")[1])
+        tol = dict(rtol=2e-6, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-13)
+        z = z.astype(dtype)
         ref_sparse, _ = sparse_categorical_crossentropy(y, z, from_logits=True)
-        ref_dense = categorical_crossentropy(t.astype(np.float32), z, from_logits=True)
-        np.testing.assert_allclose(sparse, ref_sparse, rtol=2e-6, atol=1e-6)
-        np.testing.assert_allclose(dense, ref_dense, rtol=2e-6, atol=1e-6)
-        t = t.astype(np.float32)  # probabilities too (short rows: the turned-block kernel)
-        ref_probs = categorical_crossentropy(t, t[::-1], label_smoothing=0.1, dtype=np.float32)
-        np.testing.assert_allclose(probs, ref_probs, rtol=2e-6, atol=1e-6)
-        ref_sparse_probs = categorical_crossentropy(np.eye(t.shape[1])[y], t, dtype=np.float32)
-        np.testing.assert_allclose(sparse_probs, ref_sparse_probs, rtol=2e-6, atol=1e-6)
+        ref_dense = categorical_crossentropy(t.astype(dtype), z, from_logits=True)
+        np.testing.assert_allclose(sparse, ref_sparse, **tol)
+        np.testing.assert_allclose(dense, ref_dense, **tol)
+        t = t.astype(dtype)  # probabilities too (short rows: the turned-block kernel)
+        ref_probs = categorical_crossentropy(t, t[::-1], label_smoothing=0.1, dtype=dtype)
+        np.testing.assert_allclose(probs, ref_probs, **tol)
+        ref_sparse_probs = categorical_crossentropy(np.eye(t.shape[1])[y], t, dtype=dtype)
+        np.testing.assert_allclose(sparse_probs, ref_sparse_probs, **tol)
