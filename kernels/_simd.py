@@ -49,14 +49,16 @@ with ``NUMBA_CPU_FEATURES`` so set, runs alternated): the exp floor 5.9-6.1 agai
 1e8 elements, the sparse loss on 100,000 x 1,000 17.0-17.3 against 21.4-22.8 ms, on
 1,000,000 x 10 3.9-4.7 against 6.0-6.7 ms; so every CPU with AVX-512F and AVX-512DQ takes 16.
 
-float64 rows take the same loops in 8 lanes (4 with AVX2), each term the scalar code's
-``_math.exp2_f64`` operations; with AVX-512 the rounding and scaling are ``vreducepd`` and
-``vscalefpd`` (:func:`_exp2_vector_f64_avx512`, bit for bit the scalar code's terms within
-its range but for exact ties).  Measured on an Intel Xeon (LLVM ``emeraldrapids``, 2 cores)
-against the vectorised scalar loops, 100,000 x 1,000 float64, paired medians: the exp floor
-0.61-0.68, the sparse loss 0.68-0.73, the dense loss 0.62-0.67; of that, ``vreducepd`` and
-``vscalefpd`` against the explicit loop with the scalar code's operations: the exp floor
-0.79, the dense sums 0.92.
+With AVX-512, float64 rows take the same loops in 8 lanes, the rounding and scaling of each
+term by ``vreducepd`` and ``vscalefpd`` (:func:`_exp2_vector_f64_avx512`, bit for bit the
+scalar code's terms within its range but for exact ties).  Measured on an Intel Xeon (LLVM
+``emeraldrapids``, 2 cores) against the vectorised scalar loops, 100,000 x 1,000 float64,
+paired medians: the exp floor 0.61-0.68, the sparse loss 0.68-0.73, the dense loss
+0.62-0.67; of that, ``vreducepd`` and ``vscalefpd`` against the explicit loop with the scalar
+code's operations: the exp floor 0.79, the dense sums 0.92.  With AVX2 only, float64 rows
+keep the vectorised scalar loops: the 4-lane loop (the same Xeon compiling for Haswell) made
+the sparse loss 1.21x slower (the dense 0.94x, the exp floor 0.97x).  The turned short-row
+blocks take 4 double lanes there as before.
 
 The 16-lane loops are compiled only where the CPU has AVX-512F and AVX-512DQ
 (:func:`has_avx512`), the 8-lane ones where it has AVX2 and FMA (:func:`vector_lanes`), both
@@ -288,9 +290,10 @@ def _exp2_vector_f64_avx512(builder, u):
 
 def row_sums_accept(shift, *rows) -> bool:
     """Whether the row intrinsics (:func:`sum_exp2_intrinsic`, :func:`dense_sums_intrinsic`)
-    take these Numba types: C-contiguous 1-D arrays of the float type of ``shift``, float32
-    or float64."""
-    return shift in (types.float32, types.float64) and all(
+    take these Numba types: C-contiguous 1-D arrays of the float type of ``shift``, float32,
+    or float64 where the CPU has AVX-512 (see the module docstring)."""
+    wide = shift == types.float64 and has_avx512()
+    return (shift == types.float32 or wide) and all(
         isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C" and a.dtype == shift
         for a in rows
     )

@@ -22,9 +22,9 @@ exponentials (terms at most ``ACCEPT``) runs in the input precision over blocks 
 ``STREAM_BLOCK`` elements and in float64 across blocks, and so do the target sums, which are
 recomputed in float64 throughout when a float32 block sum overflows (logits near the
 float32 limit); the plain sum of logits (smoothing) runs in float64.  On CPUs with AVX-512 or
-AVX2, contiguous float32 and float64 rows take the sum of exponentials in one explicit vector
-loop (``_simd``): each float32 lane sums 16 terms in float32 before adding them to its float64
-sum.
+AVX2, contiguous float32 rows (and float64 rows with AVX-512) take the sum of exponentials in
+one explicit vector loop (``_simd``): each float32 lane sums 16 terms in float32 before adding
+them to its float64 sum.
 
 Streaming: compute as heavy as ``2**u`` per element keeps too few loads in flight for the
 hardware prefetcher alone to reach the memory bandwidth, so the one-pass loops prefetch
@@ -130,7 +130,7 @@ def _block_sum_exp2(block, shift):  # pragma: no cover - replaced by the overloa
 
 @overload(_block_sum_exp2, jit_options=_OVERLOAD_ROW)
 def _block_sum_exp2_impl(block, shift):
-    # contiguous float32 or float64 on an AVX-512 or AVX2 CPU: the explicit loop
+    # contiguous float32 on an AVX-512 or AVX2 CPU, float64 with AVX-512: the explicit loop
     # (kernels/_simd.py), about 30% cheaper per element; everything else: the vectorised
     # scalar loop
     if has_vector_exp() and row_sums_accept(shift, block):
