@@ -108,6 +108,30 @@ def test_guessed_shift_far_below_the_maximum(rng, dtype, gap):
     np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
 
 
+@pytest.mark.parametrize("gap", [10.0, 40.0, 300.0])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sparse_guess_is_the_first_element_or_the_label(rng, dtype, gap):
+    """The sparse shift is the first element or the label's logit: a maximum `gap` above both,
+    among the first 16 elements (which a dense row's guess covers), is accepted for a small
+    gap and sent to the exact path for a large one; a first element of -inf, +inf or NaN."""
+    import reference
+
+    n, c = 48, 300
+    z = rng.standard_normal((n, c))
+    z[:, 5] += gap
+    y = rng.integers(20, c, n)
+    z[::4, 0] = -np.inf  # the label's logit is the shift
+    z[1::8, 0] = np.nan
+    z[2::8, 0] = np.inf
+    z = z.astype(dtype)
+    rtol, atol = tolerances(dtype)
+    atol = atol * max(1.0, gap / 10) if dtype == np.float32 else atol * max(1.0, gap)
+    got = xent.sparse_categorical_crossentropy(y, z, from_logits=True)
+    want, _ = reference.sparse_categorical_crossentropy(y, z, True)
+    assert np.isnan(got[1::8]).all() and np.isnan(got[2::8]).all()
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
 def test_float32_mean_over_1e8_rows_keeps_six_digits():
     n, c = 100_000_000, 2
     rng = np.random.default_rng(5)
