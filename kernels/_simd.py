@@ -151,31 +151,46 @@ def _splat(ir, vector, value):
     return ir.Constant(vector, [ir.Constant(vector.element, value)] * vector.count)
 
 
+def _reduce_and_scalef(builder, vf):
+    """The AVX-512 ``vreduce`` and ``vscalef`` intrinsics of the 512-bit vector type ``vf``
+    (16 float or 8 double) and their trailing arguments for an unmasked call: ``(reduce,
+    scalef, unmasked)``; ``reduce(x, imm, *unmasked)``, ``scalef(p, k, *unmasked)``."""
+    from llvmlite import ir
+    from numba.core import cgutils
+
+    kind = "pd" if isinstance(vf.element, ir.DoubleType) else "ps"
+    mask, i32 = ir.IntType(vf.count), ir.IntType(32)  # one bit a lane
+    module = builder.module
+    unmasked = [
+        ir.Constant(vf, ir.Undefined),
+        ir.Constant(mask, -1),
+        ir.Constant(i32, _CUR_DIRECTION),
+    ]
+    reduce_ = cgutils.get_or_insert_function(
+        module,
+        ir.FunctionType(vf, [vf, i32, vf, mask, i32]),
+        f"llvm.x86.avx512.mask.reduce.{kind}.512",
+    )
+    scalef = cgutils.get_or_insert_function(
+        module,
+        ir.FunctionType(vf, [vf, vf, vf, mask, i32]),
+        f"llvm.x86.avx512.mask.scalef.{kind}.512",
+    )
+    return reduce_, scalef, unmasked
+
+
 def _exp2_vector(builder, u):
     """IR of ``2**u`` for a ``<16 x float>`` (see the module docstring) or, with AVX2, an
     ``<8 x float>`` (:func:`_exp2_vector_avx2`)."""
     from llvmlite import ir
-    from numba.core import cgutils
 
     vf = u.type
     if isinstance(vf.element, ir.DoubleType):
         return _exp2_vector_f64(builder, u)
     if vf.count == LANES_AVX2:
         return _exp2_vector_avx2(builder, u)
-    i16, i32 = ir.IntType(16), ir.IntType(32)
-    module = builder.module
-    unmasked = [
-        ir.Constant(vf, ir.Undefined),
-        ir.Constant(i16, -1),
-        ir.Constant(i32, _CUR_DIRECTION),
-    ]
-    reduce_ = cgutils.get_or_insert_function(
-        module, ir.FunctionType(vf, [vf, i32, vf, i16, i32]), "llvm.x86.avx512.mask.reduce.ps.512"
-    )
-    scalef = cgutils.get_or_insert_function(
-        module, ir.FunctionType(vf, [vf, vf, vf, i16, i32]), "llvm.x86.avx512.mask.scalef.ps.512"
-    )
-    f = builder.call(reduce_, [u, ir.Constant(i32, _REDUCE_FLOOR)] + unmasked)
+    reduce_, scalef, unmasked = _reduce_and_scalef(builder, vf)
+    f = builder.call(reduce_, [u, ir.Constant(ir.IntType(32), _REDUCE_FLOOR)] + unmasked)
     p = _splat(ir, vf, _P[-1])
     for c in _P[-2::-1] + (1.0,):  # Horner, each step one fused multiply-add
         p = builder.fadd(builder.fmul(p, f, flags=_CONTRACT), _splat(ir, vf, c), flags=_CONTRACT)
@@ -264,23 +279,10 @@ def _exp2_vector_f64_avx512(builder, u):
     instead of 21: the two clamps (compare and blend each) and the magic constant's add,
     subtract and shift go, one subtraction comes."""
     from llvmlite import ir
-    from numba.core import cgutils
 
     vf = u.type
-    i8, i32 = ir.IntType(8), ir.IntType(32)
-    module = builder.module
-    unmasked = [
-        ir.Constant(vf, ir.Undefined),
-        ir.Constant(i8, -1),
-        ir.Constant(i32, _CUR_DIRECTION),
-    ]
-    reduce_ = cgutils.get_or_insert_function(
-        module, ir.FunctionType(vf, [vf, i32, vf, i8, i32]), "llvm.x86.avx512.mask.reduce.pd.512"
-    )
-    scalef = cgutils.get_or_insert_function(
-        module, ir.FunctionType(vf, [vf, vf, vf, i8, i32]), "llvm.x86.avx512.mask.scalef.pd.512"
-    )
-    f = builder.call(reduce_, [u, ir.Constant(i32, _REDUCE_NEAREST)] + unmasked)
+    reduce_, scalef, unmasked = _reduce_and_scalef(builder, vf)
+    f = builder.call(reduce_, [u, ir.Constant(ir.IntType(32), _REDUCE_NEAREST)] + unmasked)
     k = builder.fsub(u, f, flags=_CONTRACT)
     p = _splat(ir, vf, EXP2_POLY_F64[0])
     for coef in EXP2_POLY_F64[1:]:  # Horner, each step one fused multiply-add

@@ -201,16 +201,24 @@ def test_simd_exp2_accuracy_and_edges():
 
         scalar = njit(lambda u: [exp2_f32(v) for v in u])
         np.testing.assert_array_equal(got.astype(np.float32), np.array(scalar(u), np.float32))
-    edge = np.array([-np.inf, -150 / log2e, -1e4, np.nan, 64 / log2e, 100.0, np.inf], np.float32)
+    _check_simd_exp2_edges(each, np.float32, below=-150, low=(-127, -126))
+
+
+def _check_simd_exp2_edges(each, dtype, below, low):
+    """The explicit loop's ``2**u`` (one-element rows, ``u = x log2 e``) at its edges: exact
+    zeros from ``u = below`` down, NaN kept, at least ``2**64`` from ``u = 64`` up (a guessed
+    shift far below is rejected), between the ``low`` bounds at most the smallest normal."""
+    log2e = dtype(1.4426950408889634)
+    edge = np.array([-np.inf, below / log2e, -1e4, np.nan, 64 / log2e, 100.0, np.inf], dtype)
     got = np.empty(edge.size)
-    each(edge, np.float32(0.0), got)
-    assert got[0] == 0.0 and got[1] == 0.0 and got[2] == 0.0  # exact zeros far below
+    each(edge, dtype(0.0), got)
+    assert got[0] == 0.0 and got[1] == 0.0 and got[2] == 0.0
     assert np.isnan(got[3])
-    assert np.all(got[4:] >= 2.0**63.9)  # far above: large enough to reject a guessed shift
-    low = np.linspace(-127, -126, 51) / log2e  # between: at most the smallest normal number
-    got = np.empty(low.size)
-    each(low.astype(np.float32), np.float32(0.0), got)
-    assert np.all((got >= 0) & (got <= np.finfo(np.float32).tiny))
+    assert np.all(got[4:] >= 2.0**63.9)
+    between = (np.linspace(*low, 77) / log2e).astype(dtype)
+    got = np.empty(between.size)
+    each(between, dtype(0.0), got)
+    assert np.all((got >= 0) & (got <= np.finfo(dtype).tiny))
 
 
 needs_avx512 = pytest.mark.skipif(
@@ -250,16 +258,7 @@ def test_simd_exp2_float64_is_the_scalar_code_and_keeps_the_edges():
     assert inside.sum() > 400_000 and (u - np.floor(u) == 0.5).sum() > 1000
     np.testing.assert_array_equal(got[inside], want[inside])
     assert ulp_error(got, u, np.exp2, np.float64) <= 4.0  # normal results, inside or not
-    edge = np.array([-np.inf, -1100 / log2e, -1e4, np.nan, 64 / log2e, 100.0, np.inf])
-    got = np.empty(edge.size)
-    each(edge, 0.0, got)
-    assert got[0] == 0.0 and got[1] == 0.0 and got[2] == 0.0  # exact zeros far below
-    assert np.isnan(got[3])
-    assert np.all(got[4:] >= 2.0**63.9)  # far above: large enough to reject a guessed shift
-    low = np.linspace(-1060, -1022, 77) / log2e  # between: at most the smallest normal number
-    got = np.empty(low.size)
-    each(low, 0.0, got)
-    assert np.all((got >= 0) & (got <= np.finfo(np.float64).tiny))
+    _check_simd_exp2_edges(each, np.float64, below=-1100, low=(-1060, -1022))
 
 
 @needs_vector_exp
