@@ -295,10 +295,7 @@ def row_sums_accept(shift, *rows) -> bool:
     take these Numba types: C-contiguous 1-D arrays of the float type of ``shift``, float32,
     or float64 where the CPU has AVX-512 (see the module docstring)."""
     wide = shift == types.float64 and has_avx512()
-    return (shift == types.float32 or wide) and all(
-        isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C" and a.dtype == shift
-        for a in rows
-    )
+    return (shift == types.float32 or wide) and _c_arrays_of(shift, rows, 1)
 
 
 #: float32 terms summed per lane before the lane sums are added to float64 ones (16 lanes x
@@ -309,7 +306,7 @@ _BLOCK_VECTORS = 16
 def _row_loop(context, builder, signature, args, rows, ahead, n_acc, step):
     """Loop of the row intrinsics over the C-contiguous 1-D arrays at argument positions
     ``rows`` (all as long as the first, all float32 or all float64): ``accs = step(xs, mask,
-    accs)`` for each vector of 16 or 8 float32 (8 or 4 float64) elements (``xs`` one vector
+    accs)`` for each vector of 16 or 8 float32 (8 float64) elements (``xs`` one vector
     per array, ``mask`` None or, for the last partial vector, the lanes inside the row: the
     terms of the others must be 0), ``n_acc`` accumulators per lane in the arrays' type added
     to float64 ones every 16 vectors, the lanes added
@@ -520,7 +517,7 @@ def sum_exp2_intrinsic(ahead):
     ahead, one cache line per vector (0: no prefetch).
 
     Each of the 16 (or 8) float32 lanes sums 16 terms in float32, then adds them to its
-    float64 sum (8 or 4 float64 lanes sum in float64 throughout); the lanes are added
+    float64 sum (8 float64 lanes, AVX-512 only, sum in float64 throughout); the lanes are added
     pairwise at the end (a fixed order for a given row length).  AVX-512 or AVX2
     (:func:`has_vector_exp`).
     """
@@ -538,15 +535,18 @@ def sum_exp2_intrinsic(ahead):
 sum_exp2 = sum_exp2_intrinsic(0)
 
 
-def f32_rows_accept(*arrays, ndim=1) -> bool:
-    """Whether every Numba type is a C-contiguous float32 array of ``ndim`` dimensions."""
+def _c_arrays_of(dtype, arrays, ndim) -> bool:
+    """Whether every Numba type in ``arrays`` is a C-contiguous ``dtype`` array of ``ndim``
+    dimensions: the one test of what the explicit loops read."""
     return all(
-        isinstance(a, types.Array)
-        and a.ndim == ndim
-        and a.layout == "C"
-        and a.dtype == types.float32
+        isinstance(a, types.Array) and a.ndim == ndim and a.layout == "C" and a.dtype == dtype
         for a in arrays
     )
+
+
+def f32_rows_accept(*arrays, ndim=1) -> bool:
+    """Whether every Numba type is a C-contiguous float32 array of ``ndim`` dimensions."""
+    return _c_arrays_of(types.float32, arrays, ndim)
 
 
 def _same_float_rows(blocks, rows) -> bool:
@@ -555,11 +555,7 @@ def _same_float_rows(blocks, rows) -> bool:
     dtype = getattr(blocks[0], "dtype", None)
     if dtype not in (types.float32, types.float64):
         return False
-    same = lambda arrays, ndim: all(  # noqa: E731
-        isinstance(a, types.Array) and a.ndim == ndim and a.layout == "C" and a.dtype == dtype
-        for a in arrays
-    )
-    return same(blocks, 2) and same(rows, 1)
+    return _c_arrays_of(dtype, blocks, 2) and _c_arrays_of(dtype, rows, 1)
 
 
 def turned_sum_accepts(bz, c, shift, s) -> bool:

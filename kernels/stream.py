@@ -11,8 +11,8 @@ few elements they read anyway (the first ``GUESS`` elements; for the sparse loss
 element and the label's logit) and sum ``2**((z - M) log2 e)`` in one vectorised pass.
 Because ``M`` is an element of the row, the sum is at least 1; if it exceeds ``ACCEPT`` (the
 guess may lie far below the maximum, or the row holds NaN or inf) the row is recomputed
-exactly with the true maximum (an integer max over order-preserving bit keys, which LLVM vectorises
-without ``nnan``).  A term's rounding error is ``|u| ln 2`` epsilons relative, as on the
+exactly with the true maximum (an integer max over order-preserving bit keys, which LLVM
+vectorises without ``nnan``).  A term's rounding error is ``|u| ln 2`` epsilons relative, as on the
 exact path, where ``u`` is its distance below the maximum; a guessed shift can add positive
 ``u`` up to ``log2 ACCEPT = 24``: at most 1e-6 extra relative error of the sum in float32
 (about one ulp of a log-sum-exp near 10), 4e-15 in float64, and only when the guess
@@ -175,8 +175,9 @@ def stream_sum_exp2(row, shift):  # pragma: no cover - replaced by the overload
 
 @overload(stream_sum_exp2, jit_options=_OVERLOAD_ROW)
 def _stream_sum_exp2_impl(row, shift):
-    # contiguous float32 on an AVX-512 or AVX2 CPU: one explicit loop over the whole row
-    # (kernels/_simd.py); calling it per block of 256 cost 0.19 cycles per element more
+    # contiguous float32 on an AVX-512 or AVX2 CPU, float64 with AVX-512: one explicit loop
+    # over the whole row (kernels/_simd.py); calling it per block of 256 cost 0.19 cycles per
+    # element more
     if has_vector_exp() and row_sums_accept(shift, row):
         return lambda row, shift: _stream_sum_exp2(row, shift)
     return lambda row, shift: _stream_sum_exp2_scalar(row, shift)
@@ -329,8 +330,8 @@ def dense_row_sums(row, trow, shift, exact):  # pragma: no cover - replaced by t
 
 @overload(dense_row_sums, jit_options=_OVERLOAD_ROW)
 def _dense_row_sums_impl(row, trow, shift, exact):
-    # contiguous float32 logits and targets on an AVX-512 or AVX2 CPU: one explicit loop
-    # over the row (kernels/_simd.py) for the one-pass sums
+    # contiguous float32 logits and targets on an AVX-512 or AVX2 CPU (float64 with
+    # AVX-512): one explicit loop over the row (kernels/_simd.py) for the one-pass sums
     if has_vector_exp() and row_sums_accept(shift, row, trow):
 
         def impl(row, trow, shift, exact):

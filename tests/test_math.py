@@ -174,9 +174,17 @@ def _simd_sums():
     return each, whole
 
 
-needs_vector_exp = pytest.mark.skipif(
-    not __import__("xent.kernels._simd", fromlist=["has_vector_exp"]).has_vector_exp(),
-    reason="the explicit loops need AVX-512 or AVX2 with FMA (others use the scalar loops)",
+def _needs(feature: str, reason: str):
+    """Skip where the CPU lacks what ``xent.kernels._simd.<feature>()`` tests for."""
+    simd = __import__("xent.kernels._simd", fromlist=[feature])
+    return pytest.mark.skipif(not getattr(simd, feature)(), reason=reason)
+
+
+needs_vector_exp = _needs(
+    "has_vector_exp", "the explicit loops need AVX-512 or AVX2 with FMA (else: scalar loops)"
+)
+needs_avx512 = _needs(
+    "has_avx512", "float64 rows take the explicit loops with AVX-512 only (AVX2: the scalar loops)"
 )
 
 
@@ -219,12 +227,6 @@ def _check_simd_exp2_edges(each, dtype, below, low):
     got = np.empty(between.size)
     each(between, dtype(0.0), got)
     assert np.all((got >= 0) & (got <= np.finfo(dtype).tiny))
-
-
-needs_avx512 = pytest.mark.skipif(
-    not __import__("xent.kernels._simd", fromlist=["has_avx512"]).has_avx512(),
-    reason="float64 rows take the explicit loops with AVX-512 only (AVX2: the scalar loops)",
-)
 
 
 @needs_avx512
