@@ -127,9 +127,26 @@ def _from_ordered_bits_impl(k, like):
 
 
 # ------------------------------------------------------------ in-register transposition
-#: Rows and columns of one :func:`turn_tile`: a 512-bit vector of float32 or float64.
+#: Rows and columns of the largest :func:`turn_tile`: a 512-bit vector of float32 or float64.
 TILE_F32 = 16
 TILE_F64 = 8
+
+
+def tile_width(dtype) -> int:
+    """Rows and columns of one :func:`turn_tile` of ``dtype`` (a Numba float type) on this
+    CPU: one 512-bit vector with AVX-512, one 256-bit vector without.
+
+    Why: without AVX-512 a 16 x 16 float32 tile is 32 256-bit registers of the 16 there
+    are, and LLVM spilled most of them to the stack; with 8 x 8 tiles the 1,000,000 x 10
+    dense loss took 0.88x as long, C = 8-32 0.77-0.89x, float64 C = 10 0.87x, the sparse
+    loss 0.90-1.03x (a Haswell target on an Intel Xeon, emeraldrapids).
+    """
+    from ._simd import has_avx512
+
+    wide = has_avx512()
+    if dtype == types.float32:
+        return TILE_F32 if wide else TILE_F32 // 2
+    return TILE_F64 if wide else TILE_F64 // 2
 
 
 def _tile_ok(x, out, indices):
@@ -156,7 +173,7 @@ def _tile_codegen(reduce):
         from numba.core import cgutils
 
         dtype = signature.args[0].dtype
-        width = TILE_F32 if dtype == types.float32 else TILE_F64
+        width = tile_width(dtype)
         src = context.make_array(signature.args[0])(context, builder, args[0])
         dst = context.make_array(signature.args[3])(context, builder, args[3])
         i64 = ir.IntType(64)
@@ -230,7 +247,8 @@ def _reducing_tile(reduce):
 
 
 #: ``turn_tile(x, r0, j0, out, rr, acc)``: ``out[j0 + j, rr + i] = x[r0 + i, j0 + j]`` for
-#: ``i, j < W`` (``W`` = 16 float32, 8 float64), a ``W x W`` tile of a C-contiguous 2-D array
+#: ``i, j < W`` (``W`` = :func:`tile_width`: 16 float32 and 8 float64 with AVX-512, half
+#: that without), a ``W x W`` tile of a C-contiguous 2-D array
 #: transposed in registers (``acc`` unused: the signature of the two below).  Each row is
 #: read as one vector of ``W`` elements from ``x[r0 + i, j0]`` on, past the row's end into
 #: the next row when ``j0 + W > C``; the transposed vectors are written whole, so ``out``

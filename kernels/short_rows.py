@@ -4,7 +4,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from ._bits import TILE_F32, TILE_F64, turn_tile, turn_tile_max, turn_tile_sum
+from ._bits import TILE_F32, tile_width, turn_tile, turn_tile_max, turn_tile_sum
 from ._config import PARALLEL, ROW, SCALAR
 from ._half import float16_bits_to_float32, half_format, widen, work_empty, work_zero
 from ._math import (
@@ -172,8 +172,8 @@ def _tile_plan(x, work):
     if x.layout != "C" or x.dtype not in (types.float32, types.float64) or x.dtype != work:
         return None
     if x.dtype == types.float32:
-        return TILE_F32, TILE_MIN_COLUMNS_F32
-    return TILE_F64, TILE_MIN_COLUMNS_F64
+        return tile_width(x.dtype), TILE_MIN_COLUMNS_F32
+    return tile_width(x.dtype), TILE_MIN_COLUMNS_F64
 
 
 def _turn_block(x, r0, nr, like, out, raw, acc, stat):  # pragma: no cover - the overload's

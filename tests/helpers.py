@@ -9,6 +9,27 @@ import numba
 import numpy as np
 import pytest
 
+#: ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` of CPUs without AVX-512, for fresh processes
+#: that stand in for them on any x86-64 machine: Haswell (AVX2 and FMA) and Sandy Bridge
+#: (AVX only).
+STAND_INS = {
+    "haswell": (
+        "+64bit,+avx,+avx2,+bmi,+bmi2,+cx16,+f16c,+fma,+lzcnt,+movbe,"
+        "+popcnt,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave"
+    ),
+    "sandybridge": "+64bit,+avx,+cx16,+popcnt,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave",
+}
+
+
+def stand_in_env(cpu: str, cache_dir) -> dict:
+    """Environment of a fresh process compiling for ``cpu`` (a key of :data:`STAND_INS`) into
+    its own cache."""
+    return {
+        "NUMBA_CPU_NAME": cpu,
+        "NUMBA_CPU_FEATURES": STAND_INS[cpu],
+        "NUMBA_CACHE_DIR": str(cache_dir),
+    }
+
 
 def tolerances(dtype):
     """(rtol, atol) for comparing a kernel against the float64 reference."""

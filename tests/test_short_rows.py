@@ -380,10 +380,11 @@ def _array_before_a_guard_page(shape, dtype):
         assert libc.mprotect(guard, page, mmap.PROT_READ | mmap.PROT_WRITE) == 0
 
 
+GUARDED = [(np.float32, c) for c in (5, 10, 16, 17, 48)] + [(np.float64, c) for c in (8, 24)]
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="mprotect through ctypes: Linux")
-@pytest.mark.parametrize(
-    "dtype, c", [(np.float32, c) for c in (5, 10, 16, 17, 48)] + [(np.float64, c) for c in (8, 24)]
-)
+@pytest.mark.parametrize("dtype, c", GUARDED)
 def test_tiled_turn_reads_nothing_past_the_array(dtype, c):
     # C-contiguous float rows are turned by whole-row vectors that reach past a row's end;
     # the last tiles of the array must fall back to the column turn.  Row counts around
@@ -454,3 +455,32 @@ def test_turn_statistics_from_tiles_are_the_column_turns(dtype, c):
                 want_sum = want_sum + block[:, j]
             np.testing.assert_array_equal(got[1], want_max)
             np.testing.assert_array_equal(got[2], want_sum)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="mprotect through ctypes: Linux")
+def test_tiles_of_256_bit_vectors(tmp_path):
+    # Without AVX-512 a tile is one 256-bit vector (8 float32, 4 float64; 16 x 16 float32
+    # tiles in 256-bit registers spilled to the stack).  A Haswell target in a fresh process
+    # stands in for such a CPU and runs the two tile tests above: the turn and its row
+    # statistics bit for bit the column turn's, and no read past the array's end.
+    from pathlib import Path
+
+    from helpers import stand_in_env
+    from subproc import run_python
+
+    code = f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from numba import types
+        from xent.kernels._bits import tile_width
+        import test_short_rows as t
+        print(tile_width(types.float32), tile_width(types.float64))
+        for dtype, c in t.TILED:
+            t.test_turn_statistics_from_tiles_are_the_column_turns(dtype, c)
+        for dtype, c in t.GUARDED:
+            t.test_tiled_turn_reads_nothing_past_the_array(dtype, c)
+    """
+    proc = run_python(code, env=stand_in_env("haswell", tmp_path), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["8", "4"]
