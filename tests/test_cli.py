@@ -18,6 +18,23 @@ def test_demo_prints_both_losses_on_the_keras_example():
     assert "mean: 1.1769392" in run.stdout
 
 
+def test_bench_times_implementations_in_shuffled_rounds():
+    # every round calls each implementation once, after one warm-up call each, in an order
+    # that changes between rounds; past the budget, rounds stop at 3
+    calls = []
+    fns = [lambda k=k: calls.append(k) or float(k) for k in range(4)]
+    timed = bench.time_interleaved(fns, repeat=5, budget_s=1e3, seed=1)
+    assert calls[:4] == [0, 1, 2, 3] and len(calls) == 4 + 5 * 4
+    rounds = [tuple(calls[4 + 4 * r : 8 + 4 * r]) for r in range(5)]
+    assert all(sorted(r) == [0, 1, 2, 3] for r in rounds)
+    assert len(set(rounds)) > 1
+    assert [len(times) for times, _ in timed] == [5] * 4
+    assert [value for _, value in timed] == [0.0, 1.0, 2.0, 3.0]
+    assert all(t >= 0 for times, _ in timed for t in times)
+    timed = bench.time_interleaved(fns, repeat=7, budget_s=0.0)
+    assert [len(times) for times, _ in timed] == [3] * 4
+
+
 def test_bench_runner_checks_every_result(tmp_path):
     cases = [
         bench.Case(3000, 10),

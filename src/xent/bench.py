@@ -528,19 +528,31 @@ FULL = (
 )
 
 
-def time_call(fn: Callable[[], float], repeat: int, budget_s: float) -> tuple[list[float], float]:
-    """(seconds of each timed call, last value): up to ``repeat`` calls after one warm-up
-    call, fewer (at least 3) once ``budget_s`` is spent."""
-    value = fn()
-    times: list[float] = []
+def time_interleaved(
+    fns: list[Callable[[], float]], repeat: int, budget_s: float, seed: int = 0
+) -> list[tuple[list[float], float]]:
+    """``(seconds of each timed call, last value)`` of every function in ``fns``: one warm-up
+    call each, then up to ``repeat`` rounds that call each function once, in an order
+    shuffled every round; fewer rounds (at least 3) once ``budget_s`` per function is spent.
+
+    Why rounds: on a shared machine the speed of the same call can move by 1.5x from one
+    second to the next (another tenant on the core); timed one implementation after another,
+    such a phase falls on some of them and the ratios between them measure the phase.  In
+    rounds every implementation samples the same phases, and between two calls of one
+    function the others run, as between two steps of a real program.
+    """
+    values = [fn() for fn in fns]
+    times: list[list[float]] = [[] for _ in fns]
+    order = np.random.default_rng(seed)
     start = time.perf_counter()
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        value = fn()
-        times.append(time.perf_counter() - t0)
-        if time.perf_counter() - start > budget_s and len(times) >= 3:
+    for done in range(1, repeat + 1):
+        for k in order.permutation(len(fns)):
+            t0 = time.perf_counter()
+            values[k] = fns[k]()
+            times[k].append(time.perf_counter() - t0)
+        if time.perf_counter() - start > budget_s * len(fns) and done >= 3:
             break
-    return times, value
+    return list(zip(times, values))
 
 
 #: The percentiles of every timing a report keeps (``p50`` is the median quoted everywhere).
@@ -630,16 +642,19 @@ def run(
     for k, case in enumerate(cases):
         data = Data.make(case)
         want = expected_mean(data)
-        rows = []
+        made = []
         for impl in impls:
             if not impl.runs_on(case):
                 continue
             fn = impl.make(data)
-            if fn is None:
-                continue
-            if progress:
-                progress(f"[{k + 1}/{len(cases)}] {case.label}: {impl.name}")
-            times, value = time_call(fn, repeat, budget_s)
+            if fn is not None:
+                made.append((impl, fn))
+        if progress:
+            names = ", ".join(impl.name for impl, _ in made)
+            progress(f"[{k + 1}/{len(cases)}] {case.label}: {names}")
+        timed = time_interleaved([fn for _, fn in made], repeat, budget_s, seed=k)
+        rows = []
+        for (impl, fn), (times, value) in zip(made, timed):
             seconds = float(np.median(times))
             value = impl.checked(data, value)
             rtol = tolerance(impl, case)

@@ -91,12 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--plot", metavar="FILE.png", help="draw times against the limits (needs matplotlib)"
     )
-    bench.add_argument("--repeat", type=int, default=7, help="timed calls per entry (median)")
+    bench.add_argument(
+        "--repeat",
+        type=int,
+        default=7,
+        help="rounds, each timing every entry of a case once in a shuffled order (median)",
+    )
     bench.add_argument(
         "--budget",
         type=float,
         default=1.5,
-        help="seconds per entry after which timing stops (min 3 calls)",
+        help="seconds per entry: no further round once a case has used that many times its "
+        "entries (min 3 rounds)",
     )
     bench.set_defaults(func=_bench)
 
