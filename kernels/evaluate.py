@@ -311,39 +311,41 @@ def evaluate_sparse(
     arg-max -1 and NaN statistics, and are not read."""
     n, c = pred.shape
     want_arg = out_arg.shape[0] == n
-    for i in prange(n):
-        y = labels[i]
-        if y == IGNORED or y < 0 or y >= c:
-            out_loss[i] = 0.0 if y == IGNORED else np.nan
-            out_rank[i] = -1
-            for k in range(N_STATS):
-                out_stats[i, k] = np.nan
+    per = row_chunks(n)
+    for b in prange((n + per - 1) // per):
+        for i in range(b * per, min(n, (b + 1) * per)):
+            y = labels[i]
+            if y == IGNORED or y < 0 or y >= c:
+                out_loss[i] = 0.0 if y == IGNORED else np.nan
+                out_rank[i] = -1
+                for k in range(N_STATS):
+                    out_stats[i, k] = np.nan
+                if want_arg:
+                    out_arg[i] = -1
+                continue
+            row = pred[i]
+            if from_logits:
+                m, log_s, entropy, sumsq = logits_moments(row, sparse_guess(row, y))
+                loss = sparse_row_loss(row, y, m, log_s, 0.0, no_weights)
+                lse = m + log_s
+                rank, best = rank_and_max(row, y, ties)
+                p_true = np.exp(np.float64(widen(row[y])) - lse)
+                top = np.exp(best - lse)
+            else:
+                total = row_total(row, True)
+                loss = -np.log(np.float64(clip(widen(row[y]) / total, lo, hi)))
+                scale = as_type_of(1.0, total) / total
+                h, sumsq, _, _ = prob_moments(row, row, False, False, total, scale)
+                entropy = -h
+                lse = np.log(np.float64(total))
+                rank, best = rank_and_max(row, y, ties)
+                p_true = np.float64(widen(row[y])) / np.float64(total)
+                top = best / np.float64(total)
+            out_loss[i] = loss
+            brier = sumsq - 2.0 * p_true + 1.0
+            _store(i, rank, lse, top, entropy, brier, p_true, out_rank, out_stats)
             if want_arg:
-                out_arg[i] = -1
-            continue
-        row = pred[i]
-        if from_logits:
-            m, log_s, entropy, sumsq = logits_moments(row, sparse_guess(row, y))
-            loss = sparse_row_loss(row, y, m, log_s, 0.0, no_weights)
-            lse = m + log_s
-            rank, best = rank_and_max(row, y, ties)
-            p_true = np.exp(np.float64(widen(row[y])) - lse)
-            top = np.exp(best - lse)
-        else:
-            total = row_total(row, True)
-            loss = -np.log(np.float64(clip(widen(row[y]) / total, lo, hi)))
-            scale = as_type_of(1.0, total) / total
-            h, sumsq, _, _ = prob_moments(row, row, False, False, total, scale)
-            entropy = -h
-            lse = np.log(np.float64(total))
-            rank, best = rank_and_max(row, y, ties)
-            p_true = np.float64(widen(row[y])) / np.float64(total)
-            top = best / np.float64(total)
-        out_loss[i] = loss
-        brier = sumsq - 2.0 * p_true + 1.0
-        _store(i, rank, lse, top, entropy, brier, p_true, out_rank, out_stats)
-        if want_arg:
-            out_arg[i] = y if rank == 0 and ties == TIES_STABLE else first_argmax(row, best)
+                out_arg[i] = y if rank == 0 and ties == TIES_STABLE else first_argmax(row, best)
 
 
 @njit(**PARALLEL)

@@ -69,27 +69,30 @@ def sparse_probs(p, labels, smoothing, lo, hi, renormalize, out_loss):
     ``[0, C)`` gives NaN without reading.
     """
     n, c = p.shape
-    for i in prange(n):
-        y = labels[i]
-        if y == IGNORED:
-            out_loss[i] = 0.0
-            continue
-        if y < 0 or y >= c:
-            out_loss[i] = np.nan
-            continue
-        row = p[i]
-        total = row_total(row, renormalize)
-        loss = -np.log(np.float64(clip(widen(row[y]) / total, lo, hi)))
-        if smoothing != 0.0:
-            # multiply by the reciprocal in the loop: a division per element costs more
-            # than the log (within 1.5 ulp of p / total)
-            inv_total = as_type_of(1.0, total) / total
-            logs = 0.0
-            for q in range(0, c, STREAM_BLOCK):
-                prefetch_span(row, q + PREFETCH_AHEAD, q + PREFETCH_AHEAD + STREAM_BLOCK)
-                logs += _block_sum_log_clipped(row[q : q + STREAM_BLOCK], inv_total, total, lo, hi)
-            loss = (1.0 - smoothing) * loss - (smoothing / c) * logs
-        out_loss[i] = loss
+    per = row_chunks(n)
+    for b in prange((n + per - 1) // per):
+        for i in range(b * per, min(n, (b + 1) * per)):
+            y = labels[i]
+            if y == IGNORED:
+                out_loss[i] = 0.0
+                continue
+            if y < 0 or y >= c:
+                out_loss[i] = np.nan
+                continue
+            row = p[i]
+            total = row_total(row, renormalize)
+            loss = -np.log(np.float64(clip(widen(row[y]) / total, lo, hi)))
+            if smoothing != 0.0:
+                # multiply by the reciprocal in the loop: a division per element costs more
+                # than the log (within 1.5 ulp of p / total)
+                inv_total = as_type_of(1.0, total) / total
+                logs = 0.0
+                for q in range(0, c, STREAM_BLOCK):
+                    prefetch_span(row, q + PREFETCH_AHEAD, q + PREFETCH_AHEAD + STREAM_BLOCK)
+                    block = row[q : q + STREAM_BLOCK]
+                    logs += _block_sum_log_clipped(block, inv_total, total, lo, hi)
+                loss = (1.0 - smoothing) * loss - (smoothing / c) * logs
+            out_loss[i] = loss
 
 
 #: Targets are scanned in pieces of this many elements; without smoothing, the logs of a piece
@@ -380,13 +383,15 @@ def probability_rows(p, out_sum, out_bad):
     """Row sums (float64) and per-row counts of entries outside ``[0, 1]`` (NaN included),
     in one pass: the checks scikit-learn makes on ``y_pred``, without three passes."""
     n, c = p.shape
-    for i in prange(n):
-        row = p[i]
-        s = 0.0
-        bad = 0
-        for q in range(0, c, BLOCK):
-            bs, bb = _block_check(row[q : q + BLOCK])
-            s += bs
-            bad += bb
-        out_sum[i] = s
-        out_bad[i] = bad
+    per = row_chunks(n)
+    for b in prange((n + per - 1) // per):
+        for i in range(b * per, min(n, (b + 1) * per)):
+            row = p[i]
+            s = 0.0
+            bad = 0
+            for q in range(0, c, BLOCK):
+                bs, bb = _block_check(row[q : q + BLOCK])
+                s += bs
+                bad += bb
+            out_sum[i] = s
+            out_bad[i] = bad
