@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import sys
+import time
 
 import pytest
 
@@ -23,7 +24,7 @@ def test_bench_times_implementations_in_shuffled_rounds():
     # that changes between rounds; past the budget, rounds stop at 3
     calls = []
     fns = [lambda k=k: calls.append(k) or float(k) for k in range(4)]
-    timed = bench.time_interleaved(fns, repeat=5, budget_s=1e3, seed=1)
+    timed = bench.time_interleaved(fns, repeat=5, budget_s=1e3, seed=1, settle_s=0.0)
     assert calls[:4] == [0, 1, 2, 3] and len(calls) == 4 + 5 * 4
     rounds = [tuple(calls[4 + 4 * r : 8 + 4 * r]) for r in range(5)]
     assert all(sorted(r) == [0, 1, 2, 3] for r in rounds)
@@ -31,8 +32,11 @@ def test_bench_times_implementations_in_shuffled_rounds():
     assert [len(times) for times, _ in timed] == [5] * 4
     assert [value for _, value in timed] == [0.0, 1.0, 2.0, 3.0]
     assert all(t >= 0 for times, _ in timed for t in times)
-    timed = bench.time_interleaved(fns, repeat=7, budget_s=0.0)
+    start = time.perf_counter()
+    timed = bench.time_interleaved(fns, repeat=7, budget_s=0.0, settle_s=0.05)
     assert [len(times) for times, _ in timed] == [3] * 4
+    assert time.perf_counter() - start >= 3 * 4 * 0.05  # a pause before every timed call
+    assert all(t < 0.05 for times, _ in timed for t in times)  # and outside the timing
 
 
 def test_bench_runner_checks_every_result(tmp_path):
