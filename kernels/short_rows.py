@@ -171,9 +171,8 @@ def _tile_plan(x, work):
     time)."""
     if x.layout != "C" or x.dtype not in (types.float32, types.float64) or x.dtype != work:
         return None
-    if x.dtype == types.float32:
-        return tile_width(x.dtype), TILE_MIN_COLUMNS_F32
-    return tile_width(x.dtype), TILE_MIN_COLUMNS_F64
+    least = TILE_MIN_COLUMNS_F32 if x.dtype == types.float32 else TILE_MIN_COLUMNS_F64
+    return tile_width(x.dtype), least
 
 
 def _turn_block(x, r0, nr, like, out, raw, acc, stat):  # pragma: no cover - the overload's

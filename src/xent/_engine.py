@@ -160,9 +160,9 @@ def _balanced(parallel_kernel):
     end.  Measured on 2 cores of a shared Intel Xeon (emeraldrapids) whose cores, timed one
     at a time, ran at 1x or 1.4x by turns: with the second core shared with a busy process
     (the workers pinned one per core), 1,000,000 x 10 sparse 0.74x and dense 0.92x the
-    time; 100,000 x 1,000 unchanged (1.02-1.04x); without the busy
-    process 0.96-1.01x, and 0.90-0.92x in one run of the 1,000,000 x 10 losses.  Results do
-    not change: a row's result and a chunk's sum never depend on the thread computing them.
+    time, 100,000 x 1,000 1.02-1.04x; without the busy process 0.96-1.01x (0.90-0.92x in one
+    run of the 1,000,000 x 10 losses).  Results do not change: a row's result and a chunk's
+    sum never depend on the thread computing them.
     (``numba.parallel_chunksize`` is per calling thread and restored on exit.)
     """
 
