@@ -420,7 +420,7 @@ def _rows(kind, rows, second, options: RowOptions, lse64=False, sums=False):
     loss, lse = np.empty(n, out), np.empty(n if want_lse else 0, np.float64)
     entry = choose(kind, rows, options)
     chunks = _chunk_outputs(kind, sums) if entry.chunk_sums else ()
-    kernel = _balanced(entry.kernel) if entry.fits is _long_rows else _kernel(entry.kernel)
+    kernel = _kernel(entry.kernel)  # never a split kernel's serial build: see _long_rows
     # sparse labels are read as integers (any width), never as the bits of 16-bit floats
     second = writable_alias(second) if kind == "sparse" else kernel_view(second)
     entry.launch(kernel, kernel_view(rows), second, options, loss, lse, *chunks)
