@@ -341,6 +341,7 @@ def sparse_probs_short_rows(
         q = work_empty(SHORT_BLOCK, p)
         raw = np.empty((c, SHORT_BLOCK), np.uint16)
         total[:] = as_type_of(1.0, like)
+        ahead = c * p.itemsize >= PREFETCH_ROW_BYTES
         for b in range(chunk * per, min(n_blocks, (chunk + 1) * per)):
             r0 = b * SHORT_BLOCK
             nr = min(SHORT_BLOCK, n - r0)
@@ -348,6 +349,8 @@ def sparse_probs_short_rows(
                 outside += block_outside(labels, r0, nr, c)
             if renormalize:  # else one element per row is all that is read
                 _turn_block(p, r0, nr, like, tiles_p, raw, q, NO_STAT)
+                if ahead:  # as the sparse logits' (short_rows._prefetch_block)
+                    _prefetch_block(p, r0 + SHORT_BLOCK)
                 _turned_totals(bp, c, True, sum64, total)
             _gathered_clipped(p, labels, r0, nr, total, lo, hi, q)
             _log_in_place(q)

@@ -82,8 +82,13 @@ def _prefetch_block(x, r0):  # pragma: no cover - replaced by the overload
     C = 10, 0.89-0.93x at C = 7, 0.96-0.97x at C = 2-3, level at C = 8.  The dense
     probabilities kernel: 0.82-0.87x at C = 24-32 and 5, 0.92-1.0x at C = 10 and 12.  Not
     for float64, whose loop is bound by its exp: 0.94x at C = 6 but 1.07x at C = 12 and
-    1.11x at C = 24 (the prefetched block and the two turned blocks fill the 48 KiB L1);
-    not for the sparse kernel, which streams one array: 0.99-1.04x at C = 5, 10 and 24.
+    1.11x at C = 24 (the prefetched block and the two turned blocks fill the 48 KiB L1).
+    The sparse kernel calls it too, one block ahead of its turn.  Measured back to back it
+    did not pay (0.99-1.04x at C = 5, 10 and 24, rocketlake; 1.02-1.04x on 100,000 x 10,
+    which stays in L2), but under the benchmark's conditions, other arrays read between
+    calls and a pause before each, the sparse loss took 0.89-0.93x as long on 1,000,000 x
+    10 (int64 and uint8 labels), 0.82x at C = 24, 0.92x at C = 48, 0.97x at C = 4 and 0.96x
+    on 100,000 x 10 (Intel Xeon, emeraldrapids, paired medians of 21-31 shuffled calls).
     Callers test the row size once, outside their block loop (``ahead``): the early return
     below, reached in every block, cost 4-6% at C = 7 and 10, and calling it without the
     test and without that return 2-4% at C = 12-24.
@@ -678,12 +683,15 @@ def sparse_logits_short_rows(
         kept_lse = np.empty(SHORT_BLOCK, out_lse.dtype)
         raw = np.empty((c, SHORT_BLOCK), np.uint16)
         outside = 0
+        ahead = c * z.itemsize >= PREFETCH_ROW_BYTES
         for b in range(chunk * per, min(n_blocks, (chunk + 1) * per)):
             r0 = b * SHORT_BLOCK
             nr = min(SHORT_BLOCK, n - r0)
             if counting:
                 outside += block_outside(labels, r0, nr, c)
             _turn_block(z, r0, nr, like, tiles_z, raw, m, NO_STAT)
+            if ahead:
+                _prefetch_block(z, r0 + SHORT_BLOCK)
             again = 1
             if not smoothed:
                 # Shifting by the label's logit makes the loss log1p(s') and spares the
