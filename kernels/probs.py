@@ -17,12 +17,12 @@ from ._simd import has_vector_exp, log_rows_accepts, log_rows_f32
 from .rows import row_chunks
 from .short_rows import (
     NO_STAT,
-    PREFETCH_ROW_BYTES,
     SHORT_BLOCK,
     _prefetch_block,
     _turn_block,
     block_outside,
     chunk_total,
+    fetches_ahead,
     turned_rows,
 )
 from .stream import BLOCK, IGNORED, PREFETCH_AHEAD, STREAM_BLOCK, prefetch_span, row_sum
@@ -263,7 +263,7 @@ def dense_probs_short_rows(p, t, smoothing, lo, hi, renormalize, out_loss, out_t
     keep = as_type_of(1.0 - smoothing, lo)
     spread = as_type_of(smoothing / c, lo) if c else as_type_of(0.0, lo)
     # the next block fetched ahead (short_rows._prefetch_block, where it is measured)
-    ahead = c * p.itemsize >= PREFETCH_ROW_BYTES
+    ahead = fetches_ahead(p)
     n_blocks = (n + SHORT_BLOCK - 1) // SHORT_BLOCK
     per = row_chunks(n_blocks)
     for chunk in prange((n_blocks + per - 1) // per):
@@ -341,7 +341,7 @@ def sparse_probs_short_rows(
         q = work_empty(SHORT_BLOCK, p)
         raw = np.empty((c, SHORT_BLOCK), np.uint16)
         total[:] = as_type_of(1.0, like)
-        ahead = c * p.itemsize >= PREFETCH_ROW_BYTES
+        ahead = fetches_ahead(p)
         for b in range(chunk * per, min(n_blocks, (chunk + 1) * per)):
             r0 = b * SHORT_BLOCK
             nr = min(SHORT_BLOCK, n - r0)
